@@ -1,0 +1,112 @@
+"""Finished flow records, kept off the heap once there are many.
+
+A gateway capture has tens of thousands of DNS flows; their records must not grow the process
+with the capture (memory is bounded by live flows).  Records are kept in memory up to
+``spill_at``; beyond that all of them go, as compact JSON lines, to an anonymous temporary file
+that is read back sequentially in report order.  The heap keeps one small index entry a flow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Callable, Iterator
+
+SPILL_AT = 1000
+
+_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+
+class FlowStore:
+    def __init__(self, spill_at: int = SPILL_AT):
+        self.spill_at = spill_at
+        self.records: list[dict] | None = []
+        self.file = None
+        self.index: list[tuple] = []   # (input, first_frame, first_ts, offset, length) when spilled
+        self.ordered = False
+
+    def __len__(self) -> int:
+        return len(self.records) if self.records is not None else len(self.index)
+
+    @property
+    def spilled(self) -> bool:
+        return self.records is None
+
+    def add(self, rec: dict) -> None:
+        if self.records is not None:
+            self.records.append(rec)
+            if len(self.records) > self.spill_at:
+                self._spill()
+            return
+        self._write(rec)
+
+    def _spill(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="dotaudit-flows-")
+        records, self.records = self.records, None
+        for rec in records:
+            self._write(rec)
+
+    def _write(self, rec: dict) -> None:
+        line = _dumps(rec).encode("utf-8") + b"\n"
+        off = self.file.seek(0, 2)
+        self.file.write(line)
+        self.index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
+
+    def number(self) -> None:
+        """Sort into report order (input, first frame) and give ids 1..N."""
+        if self.records is not None:
+            self.records.sort(key=lambda r: (r["input"], r["first_frame"], r["first_ts"]))
+            for i, rec in enumerate(self.records, 1):
+                rec["id"] = i
+        else:
+            self.index.sort(key=lambda e: (e[0], e[1], e[2]))
+            self.map(lambda rec: rec)  # rewrite in order, with ids
+        self.ordered = True
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.records is not None:
+            yield from self.records
+            return
+        f = self.file
+        loads = json.loads
+        for i, (_inp, _fr, _ts, off, ln) in enumerate(self.index, 1):
+            f.seek(off)
+            rec = loads(f.read(ln))
+            rec["id"] = i
+            yield rec
+
+    def raw_lines(self) -> Iterator[bytes]:
+        """Each record as one compact JSON line (no newline), in order."""
+        if self.records is not None:
+            for rec in self.records:
+                yield _dumps(rec).encode("utf-8")
+            return
+        f = self.file
+        for (_inp, _fr, _ts, off, ln) in self.index:
+            f.seek(off)
+            yield f.read(ln - 1)
+
+    def map(self, fn: Callable[[dict], dict]) -> None:
+        """Replace every record by ``fn(record)``, in order (the file is rewritten once)."""
+        if self.records is not None:
+            self.records = [fn(r) for r in self.records]
+            return
+        new = tempfile.TemporaryFile(prefix="dotaudit-flows-")
+        index = []
+        for rec in self:
+            rec = fn(rec)
+            line = _dumps(rec).encode("utf-8") + b"\n"
+            off = new.tell()
+            new.write(line)
+            index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
+        self.file.close()
+        self.file = new
+        self.index = index
+
+    def to_list(self) -> list[dict]:
+        return list(self)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None

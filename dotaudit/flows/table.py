@@ -1,0 +1,339 @@
+"""Per-packet path: raw frame bytes -> IP -> TCP/UDP -> bidirectional flow.
+
+Everything here runs once per packet, so it works on bytes with ``struct`` and builds no
+object for a packet.  Flows that cannot carry name resolution are decided early and from then
+on only counted (``Mode.OTHER``); flows on DNS/DoT ports, or whose first payload looks like DNS
+or a DoT/DoH ClientHello, are reassembled and analysed (``Mode.DEEP``).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from ..capture.linktypes import locate_ip
+from ..dns.collector import DnsCollector, DnsTcpFramer
+from ..dns.wire import looks_like_query
+from .flow import (DEEP, OTHER, SNIFF, Flow, UDP_SERVICE_PORTS, TCP_DEEP_PORTS, classify_hint_tcp,
+                   classify_hint_udp)
+from .fragments import Defragmenter
+from . import known
+
+_TCP = struct.Struct("!HHIIBB")
+_IP4 = struct.Struct("!BxHHHxB2x4s4s")
+_UDP = struct.Struct("!HH")
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+IPV6_EXT = frozenset((0, 43, 60, 51, 135, 139, 140))
+IPV6_FRAG = 44
+
+SWEEP_MASK = 8191            # sweep idle flows every 8192 packets
+# Idle timeouts (capture time).  DNS over UDP is transactional: once every query is answered a
+# flow is over after a short pause; UDP with queries still pending waits for late answers.
+TIMEOUT_UDP = 30.0
+TIMEOUT_UDP_DNS_DONE = 2.0
+TIMEOUT_UDP_DNS_PENDING = 10.0
+TIMEOUT_TCP_OPEN = 300.0
+TIMEOUT_TCP_CLOSED = 5.0
+MAX_FLOWS = 250_000
+
+
+class Stats:
+    __slots__ = ("packets", "non_ip", "decode_errors", "truncated_l4", "fragments", "reassembled", "other_l4",
+                 "flows", "flows_deep", "evicted", "expired", "packets_deep", "packets_other", "undecodable_linktype")
+
+    def __init__(self) -> None:
+        for s in self.__slots__:
+            setattr(self, s, 0)
+
+    def to_json(self) -> dict:
+        return {s: getattr(self, s) for s in self.__slots__}
+
+
+class FlowTable:
+    """Bidirectional flow table with idle timeouts and a cap on live flows."""
+
+    def __init__(self, on_finished: Callable[[Flow], None], *, max_flows: int = MAX_FLOWS):
+        self.table: dict[tuple, tuple[Flow, bool]] = {}
+        self.live: dict[tuple, Flow] = {}
+        self.on_finished = on_finished
+        self.max_flows = max_flows
+        self.stats = Stats()
+        self.defrag = Defragmenter()
+        self.input = 0
+        self.frame = 0
+        self.now = 0.0
+
+    # ------------------------------------------------------------------ per packet
+    def packet(self, ts: float, linktype: int, data: bytes, frame: int) -> None:
+        """Account one captured frame (``frame`` is its 1-based number in the current input)."""
+        self.frame = frame
+        if not frame & SWEEP_MASK:
+            self.now = ts
+            self.sweep(ts)
+        if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0:
+            ver, off, vlans = 4, 14, ()
+        else:
+            loc = locate_ip(linktype, data)
+            if loc is None:
+                self.stats.non_ip += 1
+                return
+            ver, off, vlans = loc
+        n = len(data)
+        if ver == 4:
+            if off + 20 > n:
+                self.stats.decode_errors += 1
+                return
+            vihl, tot, ident, fr, proto, src, dst = _IP4.unpack_from(data, off)
+            ihl = (vihl & 0x0F) << 2
+            if vihl >> 4 != 4 or ihl < 20:
+                self.stats.decode_errors += 1
+                return
+            end = off + tot
+            if end > n or tot < ihl:
+                if tot < ihl and tot != 0:
+                    self.stats.decode_errors += 1
+                    return
+                end = n  # cut by the snap length (or TSO length 0): use what we have
+            l4 = off + ihl
+            iplen = end - off
+            fr &= 0x3FFF
+            if fr:
+                st = self.stats
+                st.fragments += 1
+                whole = self.defrag.add4(ts, src, dst, ident, proto, fr, data[l4:end])
+                if whole is None:
+                    return
+                st.reassembled += 1
+                data = whole
+                l4 = 0
+                end = len(whole)
+                iplen = end + ihl
+        else:
+            if off + 40 > n:
+                self.stats.decode_errors += 1
+                return
+            plen = (data[off + 4] << 8) | data[off + 5]
+            end = off + 40 + plen
+            if end > n or plen == 0:
+                end = n
+            nh = data[off + 6]
+            src = data[off + 8:off + 24]
+            dst = data[off + 24:off + 40]
+            l4 = off + 40
+            iplen = end - off
+            frag = None
+            while nh in IPV6_EXT or nh == IPV6_FRAG:
+                if l4 + 8 > end:
+                    self.stats.decode_errors += 1
+                    return
+                if nh == IPV6_FRAG:
+                    frag = (((data[l4 + 2] << 8) | data[l4 + 3]), data[l4 + 4:l4 + 8])
+                    nh = data[l4]
+                    l4 += 8
+                    continue
+                if nh == 51:
+                    ext_len = (data[l4 + 1] + 2) << 2
+                else:
+                    ext_len = (data[l4 + 1] + 1) << 3
+                nh = data[l4]
+                l4 += ext_len
+            proto = nh
+            if frag is not None:
+                st = self.stats
+                st.fragments += 1
+                fo, ident = frag
+                whole = self.defrag.add6(ts, src, dst, ident, proto, fo, data[l4:end])
+                if whole is None:
+                    return
+                st.reassembled += 1
+                data = whole
+                l4 = 0
+                end = len(whole)
+        if proto == PROTO_TCP:
+            if l4 + 20 > end:
+                self.stats.truncated_l4 += 1
+                return
+            sport, dport, seq, ack, doff, flags = _TCP.unpack_from(data, l4)
+            hl = (doff >> 4) << 2
+            if hl < 20:
+                self.stats.decode_errors += 1
+                return
+            key = (src, sport, dst, dport, 6)
+            hit = self.table.get(key)
+            if hit is None:
+                flow, from_client = self._new_tcp(key, ts, flags, sport, dport, src, dst, ver, vlans)
+            else:
+                flow, from_client = hit
+            flow.last_ts = ts
+            flow.last_frame = frame
+            if from_client:
+                flow.pk_c += 1
+                flow.by_c += iplen
+            else:
+                flow.pk_s += 1
+                flow.by_s += iplen
+            if flow.mode is OTHER:
+                if flags & 0x05:  # FIN or RST: let an uninteresting flow expire soon
+                    flow.closed = True
+                return
+            flow.tcp_packet(from_client, seq, ack, flags, data[l4 + hl:end], data, l4, hl, frame, ts)
+        elif proto == PROTO_UDP:
+            if l4 + 8 > end:
+                self.stats.truncated_l4 += 1
+                return
+            sport, dport = _UDP.unpack_from(data, l4)
+            key = (src, sport, dst, dport, 17)
+            hit = self.table.get(key)
+            if hit is None:
+                flow, from_client = self._new_udp(key, ts, sport, dport, src, dst, ver, vlans, data[l4 + 8:end])
+            else:
+                flow, from_client = hit
+            flow.last_ts = ts
+            flow.last_frame = frame
+            if from_client:
+                flow.pk_c += 1
+                flow.by_c += iplen
+            else:
+                flow.pk_s += 1
+                flow.by_s += iplen
+            if flow.mode is OTHER:
+                return
+            flow.udp_packet(from_client, data[l4 + 8:end], frame, ts)
+        else:
+            self.stats.other_l4 += 1
+
+    # ------------------------------------------------------------------ flow creation
+    def _register(self, flow: Flow, ckey: tuple, skey: tuple) -> None:
+        if len(self.live) >= self.max_flows:
+            self._evict()
+        self.table[ckey] = (flow, True)
+        self.table[skey] = (flow, False)
+        self.live[ckey] = flow
+        flow.ckey = ckey
+        flow.skey = skey
+        self.stats.flows += 1
+
+    def _new_tcp(self, key, ts, flags, sport, dport, src, dst, ver, vlans):
+        rkey = (dst, dport, src, sport, 6)
+        syn = flags & TCP_SYN
+        ack = flags & TCP_ACK
+        if syn and not ack:
+            from_client = True
+        elif syn and ack:
+            from_client = False
+        else:  # mid-stream: the client is the side on the ephemeral port
+            from_client = _client_side(sport, dport, TCP_DEEP_PORTS)
+        if from_client:
+            flow = Flow(6, ver, src, sport, dst, dport, vlans, self.input, ts, self.frame)
+            ckey, skey = key, rkey
+        else:
+            flow = Flow(6, ver, dst, dport, src, sport, vlans, self.input, ts, self.frame)
+            ckey, skey = rkey, key
+        flow.midstream = not syn
+        hint = classify_hint_tcp(flow.sport, flow.cport, flow.sip)
+        flow.hint = hint
+        if hint is not None:
+            flow.make_deep()
+        else:
+            flow.mode = SNIFF
+        self._register(flow, ckey, skey)
+        return flow, from_client
+
+    def _new_udp(self, key, ts, sport, dport, src, dst, ver, vlans, payload):
+        rkey = (dst, dport, src, sport, 17)
+        from_client = _client_side(sport, dport, UDP_SERVICE_PORTS)
+        if from_client:
+            flow = Flow(17, ver, src, sport, dst, dport, vlans, self.input, ts, self.frame)
+            ckey, skey = key, rkey
+        else:
+            flow = Flow(17, ver, dst, dport, src, sport, vlans, self.input, ts, self.frame)
+            ckey, skey = rkey, key
+        hint = classify_hint_udp(flow.sport, flow.cport, flow.sip)
+        if hint is None and from_client and payload and looks_like_query(payload) is not None:
+            hint = "dns-nonstandard-port"
+        flow.hint = hint
+        if hint is not None and hint != "doh":
+            flow.make_deep()
+        else:
+            flow.mode = OTHER
+            flow.cls = hint or "other"
+        self._register(flow, ckey, skey)
+        return flow, from_client
+
+    # ------------------------------------------------------------------ expiry
+    def _finish(self, flow: Flow, reason: str) -> None:
+        self.table.pop(flow.ckey, None)
+        self.table.pop(flow.skey, None)
+        self.live.pop(flow.ckey, None)
+        if flow.ended is None:
+            flow.ended = reason
+        self.on_finished(flow)
+
+    def sweep(self, now: float) -> None:
+        cut_udp = now - TIMEOUT_UDP
+        cut_dns_done = now - TIMEOUT_UDP_DNS_DONE
+        cut_dns_pending = now - TIMEOUT_UDP_DNS_PENDING
+        cut_open = now - TIMEOUT_TCP_OPEN
+        cut_closed = now - TIMEOUT_TCP_CLOSED
+        done = []
+        for flow in self.live.values():
+            lt = flow.last_ts
+            if flow.proto == 17:
+                dns = flow.dns
+                if dns is not None and dns.queries:
+                    if lt < (cut_dns_pending if dns.pending else cut_dns_done):
+                        done.append(flow)
+                elif lt < cut_udp:
+                    done.append(flow)
+            elif flow.closed:
+                if lt < cut_closed:
+                    done.append(flow)
+            elif lt < cut_open:
+                done.append(flow)
+        for flow in done:
+            self.stats.expired += 1
+            self._finish(flow, flow.end_reason("idle"))
+        self.defrag.expire(now)
+
+    def _evict(self) -> None:
+        """The table is full: finish the least recently created tenth (dict order), counted."""
+        n = max(1, self.max_flows // 10)
+        victims = []
+        for flow in self.live.values():
+            victims.append(flow)
+            if len(victims) >= n:
+                break
+        for flow in victims:
+            self.stats.evicted += 1
+            self._finish(flow, "evicted")
+
+    def finish_all(self) -> None:
+        for flow in list(self.live.values()):
+            self._finish(flow, flow.end_reason("end_of_capture"))
+        self.defrag.expire(float("inf"))
+
+    def new_input(self, index: int) -> None:
+        """Frame numbers restart with each file; flows may continue across files."""
+        self.input = index
+        self.frame = 0
+
+
+def _client_side(sport: int, dport: int, service_ports) -> bool:
+    """For a first packet without SYN: is its sender the client?"""
+    if dport in service_ports and sport not in service_ports:
+        return True
+    if sport in service_ports and dport not in service_ports:
+        return False
+    if dport < 1024 <= sport:
+        return True
+    if sport < 1024 <= dport:
+        return False
+    return sport >= dport

@@ -1,0 +1,247 @@
+"""source -> decode -> flows -> analyzers -> records -> correlate -> rules -> report dict.
+
+``audit(paths)`` is the whole offline job; the CLI, the rule tests and the live mode call it
+(or its pieces).  The returned dict is the JSON report (docs/flow-record.md, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from contextlib import nullcontext
+from typing import Iterable, Sequence
+
+from . import SCHEMA_VERSION, __version__
+from .capture.pcap import CaptureError, CaptureInfo, iter_capture
+from .flows.classify import CLASSES
+from .flows.flow import Flow
+from .flows.record import AnalysisOptions, build_record
+from .flows.store import FlowStore
+from .flows.table import FlowTable
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+PROGRESS_EVERY = 16384
+
+
+class Collector:
+    """Receives finished flows from the table and keeps their records and class counts."""
+
+    def __init__(self, options: AnalysisOptions):
+        self.options = options
+        self.records = FlowStore()
+        self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
+        self.capture_end_ts = 0.0
+
+    def __call__(self, flow: Flow) -> None:
+        rec = build_record(flow, self.options, self.capture_end_ts)
+        self.by_class[flow.cls] = self.by_class.get(flow.cls, 0) + 1
+        if rec is not None:
+            self.records.add(rec)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
+        TransferSpeedColumn
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True, console=None)
+
+
+def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False
+              ) -> tuple[list[CaptureInfo], Collector, FlowTable]:
+    """Stream every capture through one flow table."""
+    collector = Collector(options)
+    table = FlowTable(collector)
+    infos: list[CaptureInfo] = []
+    import os
+    with _progress(progress) as bar:
+        for index, path in enumerate(paths):
+            info, packets, hasher = iter_capture(path)
+            info.path = path
+            infos.append(info)
+            table.new_input(index)
+            total = None
+            if path != "-":
+                try:
+                    total = os.path.getsize(path)
+                except OSError:
+                    total = None
+            task = bar.add_task(os.path.basename(path) if path != "-" else "stdin", total=total) if bar else None
+            tpacket = table.packet
+            n = 0
+            nbytes = 0
+            first_ts = None
+            ts = None
+            for ts, linktype, data, wirelen in packets:
+                n += 1
+                nbytes += wirelen
+                if first_ts is None:
+                    first_ts = ts
+                collector.capture_end_ts = ts
+                tpacket(ts, linktype, data, n)
+                if bar is not None and not n % PROGRESS_EVERY:
+                    bar.update(task, completed=hasher.size)
+            hasher.drain()
+            info.packets = n
+            info.bytes = nbytes
+            info.first_ts = first_ts
+            info.last_ts = ts
+            info.sha256 = hasher.hexdigest()
+            table.stats.packets += n
+            info.size = hasher.size
+            if bar is not None:
+                bar.update(task, completed=hasher.size)
+    table.finish_all()
+    return infos, collector, table
+
+
+def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -> dict:
+    """The report dict without findings: inputs, flows (numbered), summary, stats, skipped."""
+    records = collector.records
+    records.number()
+    st = table.stats.to_json()
+    st["fragments_dropped"] = table.defrag.dropped
+    dns_malformed = tls_malformed = dns_tcp_errors = 0
+    for r in records:
+        dns = r["dns"]
+        if dns:
+            dns_malformed += dns.get("malformed", 0)
+            dns_tcp_errors += dns.get("tcp_length_errors", 0)
+        if r.get("tls") and r["tls"].get("malformed"):
+            tls_malformed += 1
+    skipped = []
+    for idx, info in enumerate(infos):
+        for err in info.errors.values():
+            skipped.append({"reason": err["kind"], "count": err["count"], "input": idx, "detail": err["message"]})
+    if st["decode_errors"]:
+        skipped.append({"reason": "malformed-ip-or-transport", "count": st["decode_errors"], "input": None,
+                        "detail": "packets whose IP or TCP/UDP header is malformed"})
+    if st["truncated_l4"]:
+        skipped.append({"reason": "truncated-transport-header", "count": st["truncated_l4"], "input": None,
+                        "detail": "packets cut before the end of their TCP/UDP header"})
+    if dns_malformed:
+        skipped.append({"reason": "malformed-dns-message", "count": dns_malformed, "input": None,
+                        "detail": "DNS messages that did not parse; the rest of their flows was analysed"})
+    if dns_tcp_errors:
+        skipped.append({"reason": "dns-tcp-framing", "count": dns_tcp_errors, "input": None,
+                        "detail": "DNS-over-TCP streams whose length framing broke; analysis of that direction stopped"})
+    if tls_malformed:
+        skipped.append({"reason": "malformed-tls", "count": tls_malformed, "input": None,
+                        "detail": "flows with a malformed TLS record or handshake message (marked on the flow)"})
+    if st["fragments_dropped"]:
+        skipped.append({"reason": "incomplete-ip-fragments", "count": st["fragments_dropped"], "input": None,
+                        "detail": "fragmented datagrams never completed"})
+    if st["evicted"]:
+        skipped.append({"reason": "flow-table-full", "count": st["evicted"], "input": None,
+                        "detail": "flows finished early because the flow table was full"})
+    skipped.sort(key=lambda s: (s["reason"], -1 if s["input"] is None else s["input"]))
+    flows_by_class = {k: v for k, v in sorted(collector.by_class.items())}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "dotaudit", "version": __version__},
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [i.to_json() for i in infos],
+        "summary": {
+            "flows_by_class": flows_by_class,
+            "flows_listed": len(records),
+            "findings_by_severity": {s: 0 for s in SEVERITIES},
+            "verdict": None,
+        },
+        "flows": records,
+        "findings": [],
+        "stats": {"packets": st, "latency": None},
+        "skipped": skipped,
+    }
+
+
+def verdict(findings: Iterable[dict], flows_by_class: dict) -> str:
+    sev = {f["severity"] for f in findings}
+    if "critical" in sev or "high" in sev:
+        return "fail"
+    if "medium" in sev:
+        return "warn"
+    dnsish = sum(v for k, v in flows_by_class.items() if k != "other")
+    if not dnsish:
+        return "no-dns-observed"
+    return "pass"
+
+
+def audit(paths: Sequence[str], *, policy=None, rules=None, options: AnalysisOptions | None = None,
+          progress: bool = False, evaluate_rules: bool = True) -> dict:
+    """Audit capture files; return the JSON report as a dict.  Raises CaptureError (exit 3)."""
+    if options is None:
+        options = options_from_policy(policy)
+    infos, collector, table = run_files(paths, options, progress=progress)
+    report = assemble(infos, collector, table)
+    if evaluate_rules:
+        apply_rules(report, policy=policy, rules=rules)
+    finalize_summary(report)
+    store = report["flows"]
+    report["flows"] = store.to_list()
+    store.close()
+    return report
+
+
+def options_from_policy(policy, *, all_flows: bool = False) -> AnalysisOptions:
+    if policy is None:
+        try:
+            from .rules.policy import load_policy
+            policy = load_policy(None)
+        except ImportError:
+            return AnalysisOptions(all_flows=all_flows)
+    trust = None
+    reference_time = None
+    try:
+        from .tls.certs import TrustConfig
+        trust = TrustConfig(anchors=tuple(getattr(policy, "trust_anchors", ()) or ()),
+                            system_trust=getattr(policy, "system_trust", True))
+    except ImportError:
+        pass
+    rt = getattr(policy, "reference_time", "capture")
+    if rt not in (None, "capture"):
+        if rt == "now":
+            reference_time = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        elif isinstance(rt, (int, float)):
+            reference_time = float(rt)
+        else:
+            d = rt if isinstance(rt, _dt.datetime) else _dt.datetime.fromisoformat(str(rt))
+            if d.tzinfo is None:
+                d = d.replace(tzinfo=_dt.timezone.utc)
+            reference_time = d.timestamp()
+    return AnalysisOptions(reference_time=reference_time, trust=trust, all_flows=all_flows)
+
+
+def apply_rules(report: dict, *, policy=None, rules=None) -> None:
+    try:
+        from .rules.correlate import correlate
+        from .rules.engine import evaluate
+        from .rules.loader import load_rules
+        from .rules.policy import load_policy
+    except ImportError:  # the rule engine is optional while it is being built
+        return
+    if policy is None:
+        policy = load_policy(None)
+    if rules is None:
+        rules = load_rules()
+    correlate(report["flows"], policy)
+    report["findings"] = evaluate(report, rules, policy)
+
+
+def finalize_summary(report: dict) -> None:
+    counts = {s: 0 for s in SEVERITIES}
+    for f in report["findings"]:
+        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+    report["summary"]["findings_by_severity"] = counts
+    report["summary"]["verdict"] = verdict(report["findings"], report["summary"]["flows_by_class"])
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = ["audit", "CaptureError", "run_files", "assemble", "apply_rules", "finalize_summary",
+           "options_from_policy"]

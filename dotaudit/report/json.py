@@ -1,0 +1,66 @@
+"""The JSON report: the source of truth every other format renders from (DESIGN.md decision 8).
+
+Keys are sorted and lists are in a fixed order, so two reports diff cleanly.  Each flow is one
+compact line inside the ``flows`` array: a 1M-packet capture has tens of thousands of flows,
+and a line per flow keeps the file small and still diffable.  ``write`` streams the flows from
+the flow store, so writing a report never holds all of it in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TextIO
+
+_compact = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+
+def _clean(obj):
+    """Make values JSON-ready: sets become sorted lists, NaN/inf become null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_clean(v) for v in obj)
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, bytes):
+        return obj.hex()
+    return obj
+
+
+def _pretty(value, indent: str) -> str:
+    text = json.dumps(_clean(value), indent=2, sort_keys=True, ensure_ascii=False)
+    return text.replace("\n", "\n" + indent)
+
+
+def write(report: dict, out: TextIO) -> None:
+    """Stream the report to ``out``."""
+    keys = sorted(report)
+    out.write("{\n")
+    for n, key in enumerate(keys):
+        sep = ",\n" if n < len(keys) - 1 else "\n"
+        value = report[key]
+        out.write(f"  {json.dumps(key)}: ")
+        if key in ("flows", "findings"):
+            if hasattr(value, "raw_lines"):
+                lines = (ln.decode("utf-8") for ln in value.raw_lines())
+            else:
+                lines = (_compact(_clean(v)) for v in value)
+            first = True
+            for line in lines:
+                out.write("[\n    " if first else ",\n    ")
+                out.write(line)
+                first = False
+            out.write("[]" if first else "\n  ]")
+        else:
+            out.write(_pretty(value, "  "))
+        out.write(sep)
+    out.write("}\n")
+
+
+def render(report: dict) -> str:
+    buf = io.StringIO()
+    write(report, buf)
+    return buf.getvalue()
