@@ -213,19 +213,43 @@ def options_from_policy(policy, *, all_flows: bool = False) -> AnalysisOptions:
 
 
 def apply_rules(report: dict, *, policy=None, rules=None) -> None:
-    try:
-        from .rules.correlate import correlate
-        from .rules.engine import evaluate
-        from .rules.loader import load_rules
-        from .rules.policy import load_policy
-    except ImportError:  # the rule engine is optional while it is being built
-        return
+    """Correlate (two streaming passes over the flows), then evaluate every rule once per flow."""
+    from .rules.correlate import Correlator
+    from .rules.engine import Evaluator
+    from .rules.loader import load_rules
+    from .rules.policy import load_policy
+
     if policy is None:
         policy = load_policy(None)
     if rules is None:
-        rules = load_rules()
-    correlate(report["flows"], policy)
-    report["findings"] = evaluate(report, rules, policy)
+        rules = load_rules(disabled=getattr(policy, "disabled_rules", ()) or ())
+    flows = report["flows"]
+    correlator = Correlator(policy)
+    for rec in flows:
+        correlator.observe(rec)
+    evaluator = Evaluator(rules, policy)
+
+    def judge(rec: dict) -> dict:
+        correlator.annotate(rec)
+        evaluator.add(rec)
+        return rec
+
+    if isinstance(flows, FlowStore):
+        flows.map(judge)
+    else:
+        for rec in flows:
+            judge(rec)
+    report["findings"] = evaluator.result(report)
+    report["policy"] = policy_summary(policy)
+
+
+def policy_summary(policy) -> dict:
+    """The policy the findings were judged by, for the report (reviewers need it)."""
+    try:
+        data = policy.model_dump(mode="json")
+    except AttributeError:
+        data = dict(vars(policy))
+    return data
 
 
 def finalize_summary(report: dict) -> None:

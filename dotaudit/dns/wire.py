@@ -71,6 +71,23 @@ class DnsFormatError(ValueError):
     """The bytes are not a well-formed DNS message."""
 
 
+_SAFE = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/"
+_SPECIAL = frozenset(b'"().;\\@$')
+
+
+def _escape(label: bytes) -> str:
+    """Presentation format (RFC 1035 5.1, as dnspython writes it): names come from the network."""
+    out = []
+    for c in label:
+        if c in _SPECIAL:
+            out.append("\\" + chr(c))
+        elif 0x20 < c < 0x7F:
+            out.append(chr(c))
+        else:
+            out.append("\\%03d" % c)
+    return "".join(out)
+
+
 def _skip_name(w: bytes, p: int, n: int) -> int:
     """Return the offset after the name at ``p`` (compression pointers end it)."""
     hops = 0
@@ -124,7 +141,8 @@ def _read_name(w: bytes, p: int, n: int) -> tuple[str, int]:
         total += ln + 1
         if total > 255:
             raise DnsFormatError("name longer than 255 octets")
-        labels.append(w[p + 1:p + 1 + ln].decode("latin-1"))
+        label = w[p + 1:p + 1 + ln]
+        labels.append(label.decode("ascii") if not label.translate(None, _SAFE) else _escape(label))
         p += 1 + ln
     return ".".join(labels).lower(), end
 

@@ -88,7 +88,7 @@ class Flow:
         "wscale", "sack_ok", "c_isn", "s_isn", "cdir", "sdir", "first_payload",
         # analyzers
         "dns", "framers", "tls", "sniff_chunks", "sniff_bytes", "quic_long", "quic_short", "quic_versions",
-        "udp_nondns", "c_tls",
+        "udp_nondns", "c_tls", "quic_sniffer", "quic_alpn", "quic_sni", "quic_version",
     )
 
     def __init__(self, proto, ipver, cip, cport, sip, sport, vlans, input_index, ts, frame):
@@ -129,6 +129,10 @@ class Flow:
         self.quic_versions = None
         self.udp_nondns = 0
         self.c_tls = None   # did the client's first bytes look like TLS (flows with a TLS analyzer)
+        self.quic_sniffer = None
+        self.quic_alpn = None
+        self.quic_sni = None
+        self.quic_version = None
 
     # ------------------------------------------------------------------ analyzers
     def make_deep(self) -> None:
@@ -342,6 +346,30 @@ class Flow:
             self.cdir.pending_bytes = sniffer.pending_bytes
 
     # ------------------------------------------------------------------ UDP
+    def start_quic_sniff(self) -> None:
+        """Read the client's QUIC Initial (keys derive from its DCID: RFC 9001 5.2) for ALPN and SNI."""
+        from ..quic import QuicSniffer
+        self.quic_sniffer = QuicSniffer()
+
+    def _quic_sniffed(self, sn) -> None:
+        self.quic_sniffer = None
+        self.quic_alpn = sn.alpn
+        self.quic_sni = sn.sni
+        self.quic_version = sn.version
+        if self.mode is not SNIFF:
+            return
+        if sn.version is not None and any(a.startswith("doq") for a in sn.alpn):
+            self.hint = "doq"
+            self.mode = DEEP
+        elif sn.version is not None and sn.sni and known.is_doh_name(sn.sni):
+            self.hint = None
+            self.cls = "doh"
+            self.mode = OTHER
+        else:
+            self.hint = None
+            self.cls = "other"
+            self.mode = OTHER
+
     def udp_packet(self, from_client: bool, payload: bytes, frame: int, ts: float) -> None:
         d = 0 if from_client else 1
         if self.first_payload[d] is None:
@@ -350,7 +378,12 @@ class Flow:
             self.pl_c += len(payload)
         else:
             self.pl_s += len(payload)
-        if self.hint == "doq":
+        sn = self.quic_sniffer
+        if sn is not None and from_client:
+            sn.feed(payload)
+            if sn.done or sn.version is None:
+                self._quic_sniffed(sn)
+        if self.hint == "doq" or self.mode is SNIFF:
             if payload and payload[0] & 0x80:
                 if len(payload) >= 5:
                     self.quic_long += 1
@@ -361,7 +394,7 @@ class Flow:
                         self.quic_versions.add(v)
             elif payload and payload[0] & 0x40:
                 self.quic_short += 1
-            else:
+            elif self.hint == "doq":
                 if self.dns is None:
                     self.dns = DnsCollector()
                 if not self.dns.message(payload, ts, frame, from_client):
@@ -384,7 +417,12 @@ class Flow:
         if self.sdir is not None and self.mode is DEEP:
             self.sdir.flush()
         if self.mode is SNIFF:
-            self._decide(None)
+            if self.quic_sniffer is not None:
+                sn = self.quic_sniffer
+                sn._finish(sn and b"", complete=False) if False else None
+                self._quic_sniffed(sn)
+            else:
+                self._decide(None)
 
 
 def _no_gap() -> None:

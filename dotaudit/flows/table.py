@@ -257,11 +257,17 @@ class FlowTable:
             flow = Flow(17, ver, dst, dport, src, sport, vlans, self.input, ts, self.frame)
             ckey, skey = rkey, key
         hint = classify_hint_udp(flow.sport, flow.cport, flow.sip)
+        quic_initial = from_client and len(payload) >= 1200 and payload[0] & 0xC0 == 0xC0
         if hint is None and from_client and payload and looks_like_query(payload) is not None:
             hint = "dns-nonstandard-port"
         flow.hint = hint
         if hint is not None and hint != "doh":
             flow.make_deep()
+            if hint == "doq" and quic_initial:
+                flow.start_quic_sniff()
+        elif hint is None and quic_initial:
+            flow.mode = SNIFF  # QUIC on another port: DoQ or DoH3 only if its ClientHello says so
+            flow.start_quic_sniff()
         else:
             flow.mode = OTHER
             flow.cls = hint or "other"

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""dotaudit against the tshark auditor, side by side in one run.
+
+Builds gateway-style captures with the shared generator (../shared/bench/gen_mix.py, outside the
+repository by default), then runs `dotaudit audit` and the tshark command of
+../shared/bench/README.md alternately, several times each, and prints the median wall times,
+their ratio and each command's peak RSS (from wait4's rusage, per child process).
+
+    python bench/run.py                       # 100k and 1M packets, 3 runs each
+    python bench/run.py --sizes 100000 --runs 5 --workdir /var/tmp/dotaudit-bench
+    python bench/run.py --no-tshark            # dotaudit only (memory scaling check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_GEN = REPO.parent / "shared" / "bench" / "gen_mix.py"
+
+TSHARK = ["tshark", "-r", "{pcap}", "-Y", "dns || tls.handshake.type || tls.alert_message", "-T", "fields",
+          "-e", "frame.time_epoch", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.stream", "-e", "dns.id",
+          "-e", "dns.flags.response", "-e", "dns.qry.name", "-e", "dns.qry.type", "-e", "dns.flags.rcode",
+          "-e", "dns.time", "-e", "tls.handshake.type", "-e", "tls.handshake.extensions_server_name",
+          "-e", "tls.handshake.extensions_alpn_str", "-e", "tls.handshake.extensions.supported_version",
+          "-e", "tls.handshake.ciphersuite", "-e", "tls.alert_message.desc"]
+
+
+def timed(cmd: list[str]) -> tuple[float, int, int]:
+    """Run cmd with stdout discarded; return (wall seconds, peak RSS KiB, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss, proc.returncode
+
+
+def ensure_capture(gen: Path, workdir: Path, n: int, fmt: str) -> Path:
+    path = workdir / f"mix-{n}.{fmt}"
+    if not path.exists():
+        flag = "--pcapng" if fmt == "pcapng" else "--pcap"
+        print(f"generating {path} ({n} packets) ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(gen), "-n", str(n), flag, str(path)], check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,1000000", help="packet counts, comma-separated")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each command (alternating)")
+    ap.add_argument("--format", default="pcap", choices=["pcap", "pcapng"])
+    ap.add_argument("--gen", type=Path, default=DEFAULT_GEN, help="path of gen_mix.py")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dotaudit-bench")
+    ap.add_argument("--no-tshark", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+
+    dotaudit = shutil.which("dotaudit")
+    if not dotaudit:
+        print("dotaudit is not installed (pip install .)", file=sys.stderr)
+        return 2
+    if not args.no_tshark and not shutil.which("tshark"):
+        print("tshark is not installed (apt-get install tshark), or use --no-tshark", file=sys.stderr)
+        return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        pcap = ensure_capture(args.gen, args.workdir, n, args.format)
+        out = args.workdir / f"report-{n}.json"
+        ours = [dotaudit, "audit", str(pcap), "-o", str(out), "--no-progress", "--fail-on", "never"]
+        theirs = [a.replace("{pcap}", str(pcap)) for a in TSHARK]
+        d_runs, t_runs = [], []
+        for i in range(args.runs):
+            d_runs.append(timed(ours))
+            if not args.no_tshark:
+                t_runs.append(timed(theirs))
+        for w, _, rc in d_runs:
+            if rc not in (0, 1):
+                print(f"dotaudit failed with exit code {rc}", file=sys.stderr)
+                return 1
+        row = {
+            "packets": n,
+            "format": args.format,
+            "dotaudit_median_s": round(statistics.median(w for w, _, _ in d_runs), 3),
+            "dotaudit_peak_rss_mib": round(max(r for _, r, _ in d_runs) / 1024, 1),
+            "dotaudit_packets_per_s": round(n / statistics.median(w for w, _, _ in d_runs)),
+        }
+        if t_runs:
+            row["tshark_median_s"] = round(statistics.median(w for w, _, _ in t_runs), 3)
+            row["tshark_peak_rss_mib"] = round(max(r for _, r, _ in t_runs) / 1024, 1)
+            row["speedup_vs_tshark"] = round(row["tshark_median_s"] / row["dotaudit_median_s"], 2)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if len(results) > 1:
+        base = results[0]["dotaudit_peak_rss_mib"]
+        for r in results[1:]:
+            print(f"peak RSS {r['packets']} vs {results[0]['packets']} packets: "
+                  f"{r['dotaudit_peak_rss_mib'] / base:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Evaluate compiled rules over a report's flows (and its capture record); build findings.
+
+``evaluate(report, rules, policy)`` runs the correlators first if the flows do not carry
+``correlations`` yet, evaluates every ``flow`` rule on every flow (indexed by flow class),
+every ``capture`` rule on one record built from ``inputs[]`` and ``stats``, and returns the
+findings as JSON-ready dicts, deduplicated and sorted (severity desc, rule_id, flow id).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
+from dotaudit.rules.compiler import make_getter
+from dotaudit.rules.correlate import correlate
+from dotaudit.rules.model import Rule
+from dotaudit.rules.policy import Policy
+
+MAX_EVIDENCE_VALUES = 20
+
+
+class RuleIndex:
+    """Rules grouped once by the flow classes they can match."""
+
+    __slots__ = ("by_class", "any_class", "capture")
+
+    def __init__(self, rules: Iterable[Rule]):
+        self.by_class: dict[str, list[Rule]] = defaultdict(list)
+        self.any_class: list[Rule] = []
+        self.capture: list[Rule] = []
+        flow_rules = []
+        for rule in rules:
+            if rule.category == "capture":
+                self.capture.append(rule)
+            elif rule.classes is None:
+                self.any_class.append(rule)
+            else:
+                flow_rules.append(rule)
+        for rule in flow_rules:
+            for cls in rule.classes:
+                if rule not in self.by_class[cls]:
+                    self.by_class[cls].append(rule)
+
+
+def match_flow(flow: dict, index: RuleIndex) -> list[Rule]:
+    """The rules that fire on one flow (the hot path: a dict lookup and closures)."""
+    cls = flow.get("class")
+    hits = [r for r in index.by_class.get(cls, ()) if r.match_indexed(flow)]
+    for r in index.any_class:
+        if r.match(flow):
+            hits.append(r)
+    return hits
+
+
+# -- capture record ---------------------------------------------------------------------------
+
+
+def _first_number(d: Any, *keys: str) -> int:
+    if not isinstance(d, dict):
+        return 0
+    for key in keys:
+        v = d.get(key)
+        if isinstance(v, bool):
+            return int(v)
+        if isinstance(v, (int, float)):
+            return int(v)
+    return 0
+
+
+def capture_record(report: dict) -> dict:
+    """The one record ``category: capture`` rules see: {errors, truncated, evictions, kernel_drops}."""
+    inputs = report.get("inputs") or []
+    stats = report.get("stats") or {}
+    errors = sum(len(i.get("errors") or []) for i in inputs if isinstance(i, dict))
+    errors += _first_number(stats, "errors", "decode_errors")
+    truncated = any(bool(i.get("truncated")) for i in inputs if isinstance(i, dict)) or bool(
+        stats.get("truncated") if isinstance(stats, dict) else False)
+    flows_stats = stats.get("flows") if isinstance(stats.get("flows"), dict) else {}
+    evictions = _first_number(stats, "evictions", "flows_evicted", "evicted") or _first_number(
+        flows_stats, "evictions", "evicted")
+    capture_stats = stats.get("capture") if isinstance(stats.get("capture"), dict) else {}
+    kernel_drops = _first_number(stats, "kernel_drops", "dropped", "ps_drop") or _first_number(
+        capture_stats, "kernel_drops", "dropped", "ps_drop")
+    return {
+        "class": "capture",
+        "errors": errors,
+        "truncated": truncated,
+        "evictions": evictions,
+        "kernel_drops": kernel_drops,
+        "inputs": [i.get("path") for i in inputs if isinstance(i, dict)],
+        "first_ts": min((i["first_ts"] for i in inputs if isinstance(i, dict) and i.get("first_ts") is not None), default=None),
+        "last_ts": max((i["last_ts"] for i in inputs if isinstance(i, dict) and i.get("last_ts") is not None), default=None),
+    }
+
+
+# -- findings ---------------------------------------------------------------------------------
+
+
+def _frames(flow: dict) -> list[int]:
+    out = []
+    f = flow.get("first_frame")
+    if isinstance(f, int):
+        out.append(f)
+    tcp = flow.get("tcp")
+    if isinstance(tcp, dict):
+        for key in ("syn_frame", "rst_frame"):
+            if isinstance(tcp.get(key), int):
+                out.append(tcp[key])
+    tls = flow.get("tls")
+    if isinstance(tls, dict):
+        frames = tls.get("frames")
+        if isinstance(frames, dict):
+            out.extend(v for v in frames.values() if isinstance(v, int))
+    dns = flow.get("dns")
+    if isinstance(dns, dict) and isinstance(dns.get("frames_sample"), list):
+        out.extend(v for v in dns["frames_sample"] if isinstance(v, int))
+    return out
+
+
+def _distinct(values: Iterable[Any]) -> list:
+    out: list = []
+    seen: set = set()
+    for v in values:
+        items = v if isinstance(v, list) else [v]
+        for item in items:
+            if item is None:
+                continue
+            key = repr(item)
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+    return out
+
+
+def _endpoint(flows: list[dict], side: str) -> Optional[dict]:
+    first = flows[0].get(side)
+    if not isinstance(first, dict):
+        return None
+    ip, port = first.get("ip"), first.get("port")
+    for f in flows[1:]:
+        other = f.get(side) or {}
+        if other.get("port") != port:
+            port = None
+        if other.get("ip") != ip:
+            ip = None
+    return {"ip": ip, "port": port}
+
+
+def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
+                  group: "Optional[_Group]" = None) -> Finding:
+    """One finding for ``rule`` over one or more flows (several when aggregated per pair).
+
+    ``group``, when given, holds the totals of an aggregated finding whose ``flows`` are only
+    a sample (the first MAX_FLOW_IDS flows): counts, sums, time span and flow ids.
+    """
+    single = len(flows) == 1 and (group is None or group.count == 1)
+    evidence: dict[str, Any] = {}
+    for field, get in rule.evidence_getters:
+        if single:
+            evidence[field] = get(flows[0])
+        else:
+            values = _distinct(get(f) for f in flows)
+            evidence[field] = values[:MAX_EVIDENCE_VALUES]
+    evidence["expected"] = rule.extras.evidence.expected
+
+    def lookup(key: str) -> Any:
+        if key == "count":
+            return group.count if group is not None else len(flows)
+        if group is not None and key in group.sums:
+            return group.sums[key]
+        if key.startswith("sum:"):
+            get = make_getter(key[4:])
+            return sum(v for f in flows if isinstance(v := get(f), (int, float)) and not isinstance(v, bool))
+        get = make_getter(key)
+        if single:
+            return get(flows[0])
+        values = _distinct(get(f) for f in flows)
+        return values[0] if len(values) == 1 else values
+
+    flow_ids: list[int] = []
+    if not record_is_capture:
+        flow_ids = [f["id"] for f in flows if isinstance(f.get("id"), int)]
+        if rule.related_getter is not None:
+            for f in flows:
+                rel = rule.related_getter(f)
+                for r in rel if isinstance(rel, list) else [rel]:
+                    if isinstance(r, int) and r not in flow_ids:
+                        flow_ids.append(r)
+        flow_ids.sort()
+    frames = sorted({fr for f in flows for fr in _frames(f)}) if not record_is_capture else []
+    firsts = [f["first_ts"] for f in flows if isinstance(f.get("first_ts"), (int, float))]
+    lasts = [f["last_ts"] for f in flows if isinstance(f.get("last_ts"), (int, float))]
+    if group is not None:
+        flow_ids = sorted(set(flow_ids) | set(group.ids))
+        firsts.append(group.first_ts) if group.first_ts is not None else None
+        lasts.append(group.last_ts) if group.last_ts is not None else None
+    return Finding(
+        rule_id=rule.name,
+        title=rule.title,
+        severity=Severity(rule.severity),
+        observability=rule.observability,
+        message=rule.render_message(lookup),
+        flow_ids=tuple(flow_ids),
+        count=group.count if group is not None else len(flows),
+        client=None if record_is_capture else _endpoint(flows, "client"),
+        server=None if record_is_capture else _endpoint(flows, "server"),
+        first_ts=min(firsts) if firsts else None,
+        last_ts=max(lasts) if lasts else None,
+        frames=tuple(frames),
+        evidence=evidence,
+        references=rule.references,
+        remediation=rule.remediation,
+    )
+
+
+def _pair_key(flow: dict) -> tuple:
+    c, s = flow.get("client") or {}, flow.get("server") or {}
+    return (c.get("ip"), s.get("ip"), s.get("port"), flow.get("transport"))
+
+
+_SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
+
+
+class _Group:
+    """An aggregated (per client-server pair) finding in the making, bounded in memory."""
+
+    __slots__ = ("sample", "count", "sums", "sum_getters", "ids", "first_ts", "last_ts")
+
+    def __init__(self, sum_keys: list[str]):
+        self.sample: list[dict] = []
+        self.count = 0
+        self.sums = {k: 0 for k in sum_keys}
+        self.sum_getters = [(k, make_getter(k[4:])) for k in sum_keys]
+        self.ids: list[int] = []
+        self.first_ts: Optional[float] = None
+        self.last_ts: Optional[float] = None
+
+    def add(self, flow: dict) -> None:
+        self.count += 1
+        if len(self.sample) < MAX_FLOW_IDS:
+            self.sample.append(flow)
+        fid = flow.get("id")
+        if isinstance(fid, int):
+            self.ids.append(fid)
+        for key, get in self.sum_getters:
+            v = get(flow)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.sums[key] += v
+        ft, lt = flow.get("first_ts"), flow.get("last_ts")
+        if isinstance(ft, (int, float)) and (self.first_ts is None or ft < self.first_ts):
+            self.first_ts = ft
+        if isinstance(lt, (int, float)) and (self.last_ts is None or lt > self.last_ts):
+            self.last_ts = lt
+
+
+class Evaluator:
+    """Rules over a stream of flows: ``add`` each (correlated) flow, then ``findings``.
+
+    Per-flow findings are built as flows go by; per-pair aggregates keep a bounded sample, so a
+    capture with tens of thousands of plaintext DNS flows costs a few counters per pair.
+    """
+
+    def __init__(self, rules: list[Rule], policy: Policy):
+        self.rules = rules
+        self.policy = policy
+        self.index = RuleIndex(rules)
+        self.by_name = {r.name: r for r in rules}
+        self.sum_keys = {r.name: _SUM_KEY.findall(getattr(r.extras, "message", "") or "") for r in rules}
+        self.findings: dict[str, dict] = {}
+        self.groups: dict[tuple, _Group] = {}
+
+    def add(self, flow: dict) -> None:
+        for rule in match_flow(flow, self.index):
+            if rule.extras.aggregate == "pair":
+                key = (rule.name, _pair_key(flow))
+                group = self.groups.get(key)
+                if group is None:
+                    group = self.groups[key] = _Group(self.sum_keys.get(rule.name, []))
+                group.add(flow)
+            else:
+                f = build_finding(rule, [flow]).to_dict()
+                self.findings.setdefault(f["id"], f)
+
+    def result(self, report: dict) -> list[dict]:
+        findings = dict(self.findings)
+        for (name, _), group in self.groups.items():
+            f = build_finding(self.by_name[name], group.sample, group=group).to_dict()
+            findings.setdefault(f["id"], f)
+        if self.index.capture:
+            record = capture_record(report)
+            for rule in self.index.capture:
+                if rule.match(record):
+                    f = build_finding(rule, [record], record_is_capture=True).to_dict()
+                    findings.setdefault(f["id"], f)
+        return sorted(findings.values(), key=sort_key)
+
+
+def evaluate(report: dict, rules: list[Rule], policy: Policy) -> list[dict]:
+    """Findings for ``report`` (flows and capture record), deduplicated and sorted."""
+    flows = [f for f in (report.get("flows") or []) if isinstance(f, dict)]
+    if any("correlations" not in f or "policy" not in f for f in flows):
+        correlate(flows, policy)
+    ev = Evaluator(rules, policy)
+    for flow in flows:
+        ev.add(flow)
+    return ev.result(report)

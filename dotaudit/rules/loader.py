@@ -1,0 +1,236 @@
+"""Find, parse (pySigma), validate and compile rule files.
+
+The built-in pack lives in the repository's top-level ``rules/<area>/<name>.yml``. User
+directories add rules; a name (or UUID) that clashes with another rule is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Collection, Iterable, Optional, Sequence
+
+import yaml
+from pydantic import ValidationError
+from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
+
+from dotaudit.rules.compiler import CompileError, compile_conditions, compile_template, make_getter
+from dotaudit.rules.model import AREAS, CATEGORIES, LEVEL_TO_SEVERITY, Rule, RuleExtras
+
+NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RULE_SUFFIXES = (".yml", ".yaml")
+SIGMA_KEYS = {
+    "title", "id", "name", "related", "taxonomy", "status", "description", "license", "author",
+    "references", "date", "modified", "logsource", "detection", "fields", "falsepositives",
+    "level", "tags", "scope",
+}
+EXTRA_KEYS = set(RuleExtras.model_fields)
+
+
+class RuleError(ValueError):
+    """A rule file is invalid, or the set of rules is inconsistent (one line, names the file)."""
+
+
+def builtin_rules_dir() -> Path:
+    """The shipped pack: ``$DOTAUDIT_RULES_DIR`` or the repository's top-level ``rules/``."""
+    env = os.environ.get("DOTAUDIT_RULES_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "rules"
+
+
+def repo_root() -> Path:
+    """The directory rule ``tests:`` paths (pcaps/...) are relative to."""
+    return builtin_rules_dir().parent
+
+
+def rule_files(directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise RuleError(f"rules directory not found: {d}")
+    return sorted(p for p in d.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file())
+
+
+def _fail(path: Path | str, msg: str) -> RuleError:
+    return RuleError(f"{path}: {msg}")
+
+
+def _extras_error(path: Path, err: ValidationError) -> RuleError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    if first.get("type") == "extra_forbidden":
+        return _fail(path, f"unknown attribute {loc!r}")
+    if first.get("type") == "missing":
+        return _fail(path, f"missing attribute {loc!r}")
+    return _fail(path, f"attribute {loc!r}: {first.get('msg', 'invalid')}")
+
+
+def parse_rule(text: str, path: Path | str = "<rule>", area: Optional[str] = None) -> Rule:
+    """Parse one Sigma rule's YAML text and compile it. Raises :class:`RuleError`."""
+    path = Path(path) if not isinstance(path, Path) else path
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise _fail(path, f"{where}not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise _fail(path, "a rule file holds one YAML mapping (one rule per file)")
+    for key in ("title", "name", "id", "level", "logsource", "detection", "status"):
+        if key not in raw:
+            raise _fail(path, f"missing Sigma field {key!r}")
+    try:
+        sigma = SigmaRule.from_dict(raw)
+    except SigmaError as exc:
+        raise _fail(path, f"Sigma: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pySigma raises assorted errors on odd input
+        raise _fail(path, f"Sigma: {type(exc).__name__}: {exc}") from None
+
+    name = raw["name"]
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _fail(path, f"name {name!r} is not kebab-case")
+    if path.suffix in RULE_SUFFIXES and path.stem != name:
+        raise _fail(path, f"name {name!r} differs from the file name {path.stem!r}")
+    try:
+        rule_uuid = str(uuid.UUID(str(raw["id"])))
+    except ValueError:
+        raise _fail(path, f"id {raw['id']!r} is not a UUID") from None
+    level = sigma.level.name.lower() if sigma.level else None
+    if level not in LEVEL_TO_SEVERITY:
+        raise _fail(path, f"level {raw.get('level')!r} is not one of {', '.join(LEVEL_TO_SEVERITY)}")
+    status = sigma.status.name.lower() if sigma.status else "experimental"
+    ls = sigma.logsource
+    if ls.product != "dotaudit" or ls.category not in CATEGORIES or ls.service:
+        raise _fail(path, "logsource must be {product: dotaudit, category: flow|capture}")
+
+    extra = {k: v for k, v in raw.items() if k not in SIGMA_KEYS}
+    try:
+        extras = RuleExtras(**extra)
+    except ValidationError as exc:
+        raise _extras_error(path, exc) from None
+
+    try:
+        match, classes, match_indexed = compile_conditions(sigma.detection.parsed_condition)
+        render, placeholders = compile_template(extras.message)
+        for key in placeholders:
+            if key != "count":
+                make_getter(key.split(":", 1)[1] if key.startswith("sum:") else key)
+        evidence_getters = tuple((f, make_getter(f)) for f in extras.evidence.fields)
+        related = make_getter(extras.related_flows) if extras.related_flows else None
+    except CompileError as exc:
+        raise _fail(path, str(exc)) from None
+    except SigmaError as exc:
+        raise _fail(path, f"Sigma condition: {exc}") from None
+
+    references = tuple(str(r) for r in (sigma.references or ()))
+    return Rule(
+        name=name,
+        uuid=rule_uuid,
+        title=sigma.title,
+        status=status,
+        level=level,
+        severity=LEVEL_TO_SEVERITY[level],
+        description=" ".join((sigma.description or "").split()),
+        references=references,
+        category=ls.category,
+        extras=extras,
+        match=match,
+        match_indexed=match_indexed,
+        classes=classes,
+        path=str(path),
+        area=area,
+        sigma=sigma,
+        source_text=text,
+        render_message=render,
+        evidence_getters=evidence_getters,
+        related_getter=related,
+    )
+
+
+def load_rule_file(path: str | Path) -> Rule:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(p, f"cannot read: {exc.strerror or exc}") from None
+    return parse_rule(text, p, area=p.parent.name)
+
+
+def load_dir(directory: str | Path) -> list[Rule]:
+    return [load_rule_file(p) for p in rule_files(directory)]
+
+
+def _check_unique(rules: Iterable[Rule]) -> None:
+    names: dict[str, Rule] = {}
+    uuids: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.name in names:
+            raise RuleError(f"{rule.path}: rule name {rule.name!r} is already defined in {names[rule.name].path}")
+        if rule.uuid in uuids:
+            raise RuleError(f"{rule.path}: rule id {rule.uuid} is already used by {uuids[rule.uuid].path}")
+        names[rule.name] = rule
+        uuids[rule.uuid] = rule
+
+
+def load_rules(extra_dirs: Sequence[str] = (), disabled: Collection[str] = ()) -> list[Rule]:
+    """The built-in pack plus the rules in ``extra_dirs``, minus ``disabled`` names.
+
+    Raises :class:`RuleError` on an invalid file, a name or UUID clash, or a disabled name
+    that matches no rule (a typo would otherwise silently keep a rule on)."""
+    rules = load_dir(builtin_rules_dir())
+    for d in extra_dirs:
+        rules.extend(load_dir(d))
+    _check_unique(rules)
+    known = {r.name for r in rules}
+    unknown = sorted(set(disabled) - known)
+    if unknown:
+        raise RuleError(f"cannot disable unknown rule {unknown[0]!r}")
+    off = set(disabled)
+    return [r for r in rules if r.name not in off]
+
+
+def lint_dirs(dirs: Sequence[str | Path], *, builtin: bool = True) -> tuple[list[Rule], list[str]]:
+    """Load every rule file, collecting problems instead of stopping at the first.
+
+    Checks: Sigma schema (pySigma), dotaudit attributes, kebab-case name == file name, UUID,
+    unique names and UUIDs, the area directory (built-in pack), and that a ``stable`` rule has
+    at least one must-fire (``expect`` > 0) and one must-not-fire (``expect: 0``) test."""
+    problems: list[str] = []
+    rules: list[Rule] = []
+    all_dirs = ([builtin_rules_dir()] if builtin else []) + [Path(d) for d in dirs]
+    for d in all_dirs:
+        try:
+            files = rule_files(d)
+        except RuleError as exc:
+            problems.append(str(exc))
+            continue
+        for f in files:
+            try:
+                rule = load_rule_file(f)
+            except RuleError as exc:
+                problems.append(str(exc))
+                continue
+            rules.append(rule)
+            if builtin and Path(d) == builtin_rules_dir() and rule.area not in AREAS:
+                problems.append(f"{f}: area directory {rule.area!r} is not one of {', '.join(AREAS)}")
+            if rule.status == "stable":
+                expects = [t.expect for t in rule.tests]
+                if not any(e > 0 for e in expects):
+                    problems.append(f"{f}: stable rule has no must-fire test (expect > 0)")
+                if not any(e == 0 for e in expects):
+                    problems.append(f"{f}: stable rule has no must-not-fire test (expect: 0)")
+            if not rule.references:
+                problems.append(f"{f}: no references")
+    seen: dict[str, Rule] = {}
+    seen_ids: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"{rule.path}: rule name {rule.name!r} is already defined in {seen[rule.name].path}")
+        if rule.uuid in seen_ids:
+            problems.append(f"{rule.path}: rule id {rule.uuid} is already used by {seen_ids[rule.uuid].path}")
+        seen.setdefault(rule.name, rule)
+        seen_ids.setdefault(rule.uuid, rule)
+    return rules, problems
