@@ -71,22 +71,24 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
             tpacket = table.packet
             n = 0
             nbytes = 0
-            first_ts = None
-            ts = None
+            lo = float("inf")
+            hi = float("-inf")
             for ts, linktype, data, wirelen in packets:
                 n += 1
                 nbytes += wirelen
-                if first_ts is None:
-                    first_ts = ts
-                collector.capture_end_ts = ts
+                if ts < lo:
+                    lo = ts
+                if ts > hi:
+                    hi = ts
+                    collector.capture_end_ts = ts
                 tpacket(ts, linktype, data, n)
                 if bar is not None and not n % PROGRESS_EVERY:
                     bar.update(task, completed=hasher.size)
             hasher.drain()
             info.packets = n
             info.bytes = nbytes
-            info.first_ts = first_ts
-            info.last_ts = ts
+            info.first_ts = lo if n else None   # earliest and latest: interfaces interleave
+            info.last_ts = hi if n else None
             info.sha256 = hasher.hexdigest()
             table.stats.packets += n
             info.size = hasher.size

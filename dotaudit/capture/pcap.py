@@ -40,6 +40,7 @@ PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+LINKTYPE_UNDECLARED = -1      # a pcapng packet record whose interface is unknown: counted, not decoded
 
 
 class CaptureError(Exception):
@@ -209,10 +210,14 @@ class _Prefixed(io.RawIOBase):
 class _Buffer:
     """Chunked reader over a stream with cheap ``take(n)``; counts the offset consumed."""
 
-    __slots__ = ("stream", "buf", "pos", "offset", "eof", "path")
+    __slots__ = ("stream", "read", "buf", "pos", "offset", "eof", "path")
 
     def __init__(self, stream: BinaryIO, path: str):
         self.stream = stream
+        # GzipFile.read(n) loops until n bytes and drops everything it decompressed in that call
+        # when the stream then fails (file cut mid-member, CRC error); read1 returns what one
+        # step decompressed, so the records before the damage are still read.
+        self.read = getattr(stream, "read1", None) or stream.read
         self.buf = b""
         self.pos = 0
         self.offset = 0  # file offset of buf[0] (decompressed)
@@ -225,7 +230,7 @@ class _Buffer:
             if self.eof:
                 return False
             try:
-                chunk = self.stream.read(max(CHUNK, need))
+                chunk = self.read(max(CHUNK, need))
             except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 self.eof = True
                 raise _ReadDamage(f"read error after {self.offset + len(self.buf)} bytes: {exc}") from None
@@ -365,7 +370,7 @@ def _resync_pcap(buf: _Buffer, unpack_from, limit: int, last_ts: float | None) -
 class _Iface:
     __slots__ = ("linktype", "snaplen", "divisor", "offset", "known")
 
-    def __init__(self, linktype: int, snaplen: int, divisor: float, offset: int):
+    def __init__(self, linktype: int, snaplen: int, divisor: int, offset: int):
         self.linktype = linktype
         self.snaplen = snaplen
         self.divisor = divisor
@@ -451,9 +456,15 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
                     caplen = max(len(block) - 20, 0)
                 if if_id >= len(ifaces):
                     info.error("corrupt-record", f"packet on undeclared interface {if_id}", frame=frame)
+                    # still a packet record: yield it undecodable so later frame numbers stay right
+                    yield last_ts, LINKTYPE_UNDECLARED, b"", origlen
                     continue
                 iface = ifaces[if_id]
-                ts = ((ts_hi << 32) | ts_lo) / iface.divisor + iface.offset
+                # integer seconds + fraction: ticks / divisor as one float division loses up to
+                # ~0.2 us once ticks exceed 2**53 (nanosecond timestamps)
+                ticks = (ts_hi << 32) | ts_lo
+                d = iface.divisor
+                ts = ticks // d + (ticks % d) / d + iface.offset
                 last_ts = ts
                 if caplen < origlen:
                     _note_snap_and_linktype(info, iface.linktype, caplen, origlen, frame)
@@ -463,6 +474,7 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
                 frame += 1
                 if not ifaces:
                     info.error("corrupt-record", "simple packet block before any interface", frame=frame)
+                    yield last_ts, LINKTYPE_UNDECLARED, b"", origlen
                     continue
                 iface = ifaces[0]
                 caplen = min(origlen, len(block) - 4, iface.snaplen or MAX_RECORD)
@@ -471,12 +483,12 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
                 yield last_ts, iface.linktype, block[4:4 + caplen], origlen
             elif btype == 1:  # IDB
                 linktype, _res, snaplen = struct.unpack_from(endian + "HHI", block, 0)
-                divisor = 1e6
+                divisor = 1_000_000
                 offset = 0
                 for code, value in _pcapng_options(block, 8, endian):
                     if code == 9 and value:
                         v = value[0]
-                        divisor = float(2 ** (v & 0x7F)) if v & 0x80 else float(10 ** v)
+                        divisor = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v
                     elif code == 14 and len(value) >= 8:
                         (offset,) = struct.unpack_from(endian + "q", value, 0)
                 iface = _Iface(linktype, snaplen, divisor, offset)

@@ -62,6 +62,8 @@ class DnsCollector:
             if m.qname is not None:
                 if len(self.qnames) < MAX_QNAMES_COUNTED:
                     self.qnames.add(m.qname)
+                    if m.more_qnames:
+                        self.qnames.update(m.more_qnames)
                 t = qtype_name(m.qtype)
                 self.qtypes[t] = self.qtypes.get(t, 0) + 1
             if m.edns:
@@ -77,6 +79,8 @@ class DnsCollector:
                 self.first_response_frame = frame
             r = rcode_name(m.rcode)
             self.rcodes[r] = self.rcodes.get(r, 0) + 1
+            if m.qname is not None and len(self.qnames) < MAX_QNAMES_COUNTED:
+                self.qnames.add(m.qname)  # the name travelled in clear even if the query was not seen
             if m.edns:
                 self.edns_r += 1
                 if m.padding is not None:

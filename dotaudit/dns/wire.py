@@ -65,6 +65,7 @@ class DnsMessage(NamedTuple):
     keepalive: bool
     cookie: bool
     ecs: bool
+    more_qnames: tuple = ()  # names of questions after the first (mDNS asks several at once)
 
 
 class DnsFormatError(ValueError):
@@ -161,6 +162,7 @@ def parse(w: bytes) -> DnsMessage:
     p = 12
     qname = None
     qtype = qclass = None
+    more = ()
     for i in range(qd):
         name, p = _read_name(w, p, n)
         if p + 4 > n:
@@ -169,6 +171,8 @@ def parse(w: bytes) -> DnsMessage:
             qname = name
             qtype = (w[p] << 8) | w[p + 1]
             qclass = (w[p + 2] << 8) | w[p + 3]
+        else:
+            more += (name,)
         p += 4
     for _ in range(an + ns):
         p = _skip_name(w, p, n)
@@ -224,7 +228,7 @@ def parse(w: bytes) -> DnsMessage:
     if p != n:
         raise DnsFormatError("trailing bytes after the last record")
     return DnsMessage(mid, bool(flags & 0x8000), (flags >> 11) & 0xF, rcode, flags, qd, an, ns, ar,
-                      qname, qtype, qclass, edns, udp_size, do_bit, padding, keepalive, cookie, ecs)
+                      qname, qtype, qclass, edns, udp_size, do_bit, padding, keepalive, cookie, ecs, more)
 
 
 def looks_like_query(w: bytes) -> DnsMessage | None:

@@ -89,8 +89,10 @@ def build_record(flow: Flow, options: AnalysisOptions, capture_end_ts: float) ->
         "dns": flow.dns.to_json() if flow.dns is not None else None,
         "tls": tls,
         "quic": ({"long_header_packets": flow.quic_long, "short_header_packets": flow.quic_short,
-                  "versions": sorted(f"0x{v:08x}" for v in (flow.quic_versions or ()))}
-                 if flow.hint == "doq" and (flow.quic_long or flow.quic_short) else None),
+                  "versions": sorted(f"0x{v:08x}" for v in (flow.quic_versions or ())),
+                  "alpn": list(flow.quic_alpn or ()), "sni": flow.quic_sni,
+                  "initial_version": None if flow.quic_version is None else f"0x{flow.quic_version:08x}"}
+                 if (flow.quic_long or flow.quic_short) else None),
         "timing": None,
         "correlations": None,
     }

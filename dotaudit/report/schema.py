@@ -106,6 +106,9 @@ _flow = {
     },
 }
 
+_finding_endpoint = {"type": ["object", "null"], "required": ["ip", "port"],
+                     "properties": {"ip": _str_or_null, "port": _int_or_null}}
+
 _finding = {
     "type": "object",
     "required": ["id", "rule_id", "title", "severity", "observability", "flow_ids", "client", "server",
@@ -117,8 +120,8 @@ _finding = {
         "severity": {"enum": SEVERITIES},
         "observability": {"enum": ["observed", "inferred", "not_observable"]},
         "flow_ids": {"type": "array", "items": {"type": "integer"}},
-        "client": {"oneOf": [_endpoint, {"type": "null"}]},
-        "server": {"oneOf": [_endpoint, {"type": "null"}]},
+        "client": _finding_endpoint,   # ip/port null when an aggregated finding spans several
+        "server": _finding_endpoint,
         "first_ts": _num_or_null,
         "frames": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "message": {"type": "string"},
