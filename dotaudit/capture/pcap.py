@@ -62,6 +62,7 @@ class CaptureInfo:
     truncated: bool = False
     snapped: int = 0
     interface_drops: int = 0
+    records: int = 0              # packet records read so far (kept up to date at each refill)
     errors: dict[str, dict] = field(default_factory=dict)
     sha256: str = ""
     size: int = 0
@@ -271,7 +272,7 @@ def read_packets(stream: BinaryIO, info: CaptureInfo) -> Iterator[tuple[float, i
             raise CaptureError(f"{info.path}: not a pcap or pcapng file (magic {magic.hex()})")
     except _ReadDamage as exc:
         info.truncated = True
-        info.error("read-error", str(exc), frame=info.packets + 1)
+        info.error("read-error", str(exc), frame=info.records + 1)
 
 
 def _note_snap_and_linktype(info: CaptureInfo, linktype: int, caplen: int, wirelen: int, frame: int) -> None:
@@ -315,6 +316,7 @@ def _read_pcap(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, by
             yield ts, linktype, b[pos + 16:end], orig
             pos = end
         buf.pos = pos
+        info.records = frame
         if frame:
             last_ts = ts
         # slow path: refill, or damage
@@ -399,6 +401,7 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
     seen_shb = False
     warned_unknown: set[int] = set()
     while True:
+        info.records = frame
         if not buf.fill(12):
             if buf.remaining():
                 info.truncated = True

@@ -383,6 +383,8 @@ class Flow:
             sn.feed(payload)
             if sn.done or sn.version is None:
                 self._quic_sniffed(sn)
+                if self.mode is OTHER:
+                    return
         if self.hint == "doq" or self.mode is SNIFF:
             if payload and payload[0] & 0x80:
                 if len(payload) >= 5:
@@ -400,7 +402,7 @@ class Flow:
                 if not self.dns.message(payload, ts, frame, from_client):
                     self.udp_nondns += 1
             return
-        if not self.dns.message(payload, ts, frame, from_client):
+        if self.dns is not None and not self.dns.message(payload, ts, frame, from_client):
             self.udp_nondns += 1
 
     # ------------------------------------------------------------------ end

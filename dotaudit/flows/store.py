@@ -8,13 +8,19 @@ that is read back sequentially in report order.  The heap keeps one small index 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from typing import Callable, Iterator
 
+import orjson
+
 SPILL_AT = 1000
 
-_dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+def _dumps(rec: dict) -> bytes:
+    return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+_loads = orjson.loads
 
 
 class FlowStore:
@@ -23,7 +29,7 @@ class FlowStore:
         self.records: list[dict] | None = []
         self.file = None
         self.index: list[tuple] = []   # (input, first_frame, first_ts, offset, length) when spilled
-        self.ordered = False
+        self.numbered_in_file = True   # the ids stored in the spill file are the report's ids
 
     def __len__(self) -> int:
         return len(self.records) if self.records is not None else len(self.index)
@@ -47,7 +53,7 @@ class FlowStore:
             self._write(rec)
 
     def _write(self, rec: dict) -> None:
-        line = _dumps(rec).encode("utf-8") + b"\n"
+        line = _dumps(rec) + b"\n"
         off = self.file.seek(0, 2)
         self.file.write(line)
         self.index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
@@ -59,16 +65,17 @@ class FlowStore:
             for i, rec in enumerate(self.records, 1):
                 rec["id"] = i
         else:
+            # ids are given by position when read back; the file is rewritten by map() or,
+            # at the latest, by raw_lines()
             self.index.sort(key=lambda e: (e[0], e[1], e[2]))
-            self.map(lambda rec: rec)  # rewrite in order, with ids
-        self.ordered = True
+            self.numbered_in_file = False
 
     def __iter__(self) -> Iterator[dict]:
         if self.records is not None:
             yield from self.records
             return
         f = self.file
-        loads = json.loads
+        loads = _loads
         for i, (_inp, _fr, _ts, off, ln) in enumerate(self.index, 1):
             f.seek(off)
             rec = loads(f.read(ln))
@@ -79,7 +86,11 @@ class FlowStore:
         """Each record as one compact JSON line (no newline), in order."""
         if self.records is not None:
             for rec in self.records:
-                yield _dumps(rec).encode("utf-8")
+                yield _dumps(rec)
+            return
+        if not self.numbered_in_file:
+            for rec in self:
+                yield _dumps(rec)
             return
         f = self.file
         for (_inp, _fr, _ts, off, ln) in self.index:
@@ -95,13 +106,14 @@ class FlowStore:
         index = []
         for rec in self:
             rec = fn(rec)
-            line = _dumps(rec).encode("utf-8") + b"\n"
+            line = _dumps(rec) + b"\n"
             off = new.tell()
             new.write(line)
             index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
         self.file.close()
         self.file = new
         self.index = index
+        self.numbered_in_file = True
 
     def to_list(self) -> list[dict]:
         return list(self)

@@ -33,6 +33,7 @@ TCP_ACK = 0x10
 
 IPV6_EXT = frozenset((0, 43, 60, 51, 135, 139, 140))
 IPV6_FRAG = 44
+IPV6_EXT_OR_FRAG = IPV6_EXT | {IPV6_FRAG}
 
 SWEEP_MASK = 8191            # sweep idle flows every 8192 packets
 # Idle timeouts (capture time).  DNS over UDP is transactional: once every query is answered a
@@ -130,33 +131,46 @@ class FlowTable:
             l4 = off + 40
             iplen = end - off
             frag = None
-            while nh in IPV6_EXT or nh == IPV6_FRAG:
+            while nh in IPV6_EXT_OR_FRAG:
                 if l4 + 8 > end:
                     self.stats.decode_errors += 1
                     return
                 if nh == IPV6_FRAG:
+                    # what follows the Fragment header (more extension headers, then TCP/UDP) is
+                    # the fragmentable part: walk it only in the reassembled datagram
                     frag = (((data[l4 + 2] << 8) | data[l4 + 3]), data[l4 + 4:l4 + 8])
                     nh = data[l4]
                     l4 += 8
-                    continue
+                    break
                 if nh == 51:
                     ext_len = (data[l4 + 1] + 2) << 2
                 else:
                     ext_len = (data[l4 + 1] + 1) << 3
                 nh = data[l4]
                 l4 += ext_len
-            proto = nh
             if frag is not None:
                 st = self.stats
                 st.fragments += 1
                 fo, ident = frag
-                whole = self.defrag.add6(ts, src, dst, ident, proto, fo, data[l4:end])
+                whole = self.defrag.add6(ts, src, dst, ident, nh, fo, data[l4:end])
                 if whole is None:
                     return
                 st.reassembled += 1
+                iplen = l4 - 8 - off + len(whole)  # the datagram without its Fragment header
                 data = whole
                 l4 = 0
                 end = len(whole)
+                while nh in IPV6_EXT:
+                    if l4 + 8 > end:
+                        self.stats.decode_errors += 1
+                        return
+                    if nh == 51:
+                        ext_len = (data[l4 + 1] + 2) << 2
+                    else:
+                        ext_len = (data[l4 + 1] + 1) << 3
+                    nh = data[l4]
+                    l4 += ext_len
+            proto = nh
         if proto == PROTO_TCP:
             if l4 + 20 > end:
                 self.stats.truncated_l4 += 1

@@ -45,7 +45,7 @@ def write(report: dict, out: TextIO) -> None:
         out.write(f"  {json.dumps(key)}: ")
         if key in ("flows", "findings"):
             if hasattr(value, "raw_lines"):
-                lines = (ln.decode("utf-8") for ln in value.raw_lines())
+                lines = (ln.decode("utf-8") for ln in value.raw_lines())  # already clean JSON
             else:
                 lines = (_compact(_clean(v)) for v in value)
             first = True

@@ -90,6 +90,7 @@ def _walk(value: Any, parts: tuple, start: int) -> Any:
     return value
 
 
+@lru_cache(maxsize=1024)
 def make_getter(path: str) -> Getter:
     """A function returning the value at dotted ``path`` of a dict (None when missing)."""
     if not path or any(not p for p in path.split(".")):

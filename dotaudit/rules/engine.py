@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
-from dotaudit.rules.compiler import make_getter
+from dotaudit.rules.compiler import _PLACEHOLDER, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
@@ -223,12 +223,51 @@ def _pair_key(flow: dict) -> tuple:
 _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
 
 
+GROUP_SAMPLE = 5
+"""An aggregated finding keeps this many (projected) flows for its evidence and message."""
+BASE_PATHS = ("id", "class", "transport", "first_ts", "last_ts", "client", "server", "first_frame",
+              "tcp.syn_frame", "tcp.rst_frame", "tls.frames", "dns.frames_sample")
+MAX_PROJECTED_LIST = 20
+
+
+def rule_paths(rule: Rule) -> tuple[str, ...]:
+    """Every flow field a finding of ``rule`` reads: evidence, message placeholders, ids, frames."""
+    paths = list(BASE_PATHS)
+    paths += list(rule.extras.evidence.fields) if rule.extras.evidence else []
+    for key in _PLACEHOLDER.findall(getattr(rule.extras, "message", "") or ""):
+        if key != "count" and not key.startswith("sum:"):
+            paths.append(key)
+    if rule.extras.related_flows:
+        paths.append(rule.extras.related_flows)
+    return tuple(dict.fromkeys(paths))
+
+
+def project(flow: dict, paths: tuple[str, ...]) -> dict:
+    """A small copy of ``flow`` with only ``paths`` (long lists cut): what a finding needs."""
+    out: dict = {}
+    for path in paths:
+        value = make_getter(path)(flow)
+        if value is None:
+            continue
+        if isinstance(value, list) and len(value) > MAX_PROJECTED_LIST:
+            value = value[:MAX_PROJECTED_LIST]
+        parts = path.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = value
+    return out
+
+
 class _Group:
     """An aggregated (per client-server pair) finding in the making, bounded in memory."""
 
-    __slots__ = ("sample", "count", "sums", "sum_getters", "ids", "first_ts", "last_ts")
+    __slots__ = ("sample", "count", "sums", "sum_getters", "ids", "first_ts", "last_ts", "paths", "related")
 
-    def __init__(self, sum_keys: list[str]):
+    def __init__(self, sum_keys: list[str], paths: tuple[str, ...], related):
         self.sample: list[dict] = []
         self.count = 0
         self.sums = {k: 0 for k in sum_keys}
@@ -236,14 +275,21 @@ class _Group:
         self.ids: list[int] = []
         self.first_ts: Optional[float] = None
         self.last_ts: Optional[float] = None
+        self.paths = paths
+        self.related = related
 
     def add(self, flow: dict) -> None:
         self.count += 1
-        if len(self.sample) < MAX_FLOW_IDS:
-            self.sample.append(flow)
+        if len(self.sample) < GROUP_SAMPLE:
+            self.sample.append(project(flow, self.paths))
         fid = flow.get("id")
         if isinstance(fid, int):
             self.ids.append(fid)
+        if self.related is not None:
+            rel = self.related(flow)
+            for r in rel if isinstance(rel, list) else [rel]:
+                if isinstance(r, int):
+                    self.ids.append(r)
         for key, get in self.sum_getters:
             v = get(flow)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -268,6 +314,7 @@ class Evaluator:
         self.index = RuleIndex(rules)
         self.by_name = {r.name: r for r in rules}
         self.sum_keys = {r.name: _SUM_KEY.findall(getattr(r.extras, "message", "") or "") for r in rules}
+        self.paths = {r.name: rule_paths(r) for r in rules}
         self.findings: dict[str, dict] = {}
         self.groups: dict[tuple, _Group] = {}
 
@@ -277,7 +324,8 @@ class Evaluator:
                 key = (rule.name, _pair_key(flow))
                 group = self.groups.get(key)
                 if group is None:
-                    group = self.groups[key] = _Group(self.sum_keys.get(rule.name, []))
+                    group = self.groups[key] = _Group(self.sum_keys.get(rule.name, []), self.paths[rule.name],
+                                                      rule.related_getter)
                 group.add(flow)
             else:
                 f = build_finding(rule, [flow]).to_dict()
