@@ -39,6 +39,7 @@ SWEEP_MASK = 8191            # sweep idle flows every 8192 packets
 # Idle timeouts (capture time).  DNS over UDP is transactional: once every query is answered a
 # flow is over after a short pause; UDP with queries still pending waits for late answers.
 TIMEOUT_UDP = 30.0
+TIMEOUT_UDP_OTHER = 10.0      # an uninteresting UDP flow that comes back is simply counted again
 TIMEOUT_UDP_DNS_DONE = 2.0
 TIMEOUT_UDP_DNS_PENDING = 10.0
 TIMEOUT_TCP_OPEN = 300.0
@@ -299,6 +300,7 @@ class FlowTable:
 
     def sweep(self, now: float) -> None:
         cut_udp = now - TIMEOUT_UDP
+        cut_udp_other = now - TIMEOUT_UDP_OTHER
         cut_dns_done = now - TIMEOUT_UDP_DNS_DONE
         cut_dns_pending = now - TIMEOUT_UDP_DNS_PENDING
         cut_open = now - TIMEOUT_TCP_OPEN
@@ -311,7 +313,7 @@ class FlowTable:
                 if dns is not None and dns.queries:
                     if lt < (cut_dns_pending if dns.pending else cut_dns_done):
                         done.append(flow)
-                elif lt < cut_udp:
+                elif lt < (cut_udp_other if flow.mode is OTHER else cut_udp):
                     done.append(flow)
             elif flow.closed:
                 if lt < cut_closed:
