@@ -1,0 +1,159 @@
+"""stats.latency (dotaudit/latency.py) and report merging (dotaudit/merge.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dotaudit.latency import RELATIVE_ACCURACY, LatencyStats, _new_sketch, sketch_from_json, sketch_to_json, \
+    summarize
+from dotaudit.merge import merge_command, merge_reports
+from dotaudit.pipeline import audit
+
+REPO = Path(__file__).resolve().parents[1]
+PCAPS = REPO / "pcaps"
+SET_A = [PCAPS / "gateway/mixed.pcap", PCAPS / "dot/tls13-multi-query.pcap", PCAPS / "dot/tls10.pcap",
+         PCAPS / "public/DNS-OARC_dnscap/src/test/dns.pcap"]
+SET_B = [PCAPS / "leak/do53-tcp.pcap", PCAPS / "dot/tls12-resumption-ticket.pcap",
+         PCAPS / "dot/tls13-resumption-psk.pcap", PCAPS / "leak/fallback-after-dot-failure.pcap"]
+
+
+def _with_latency(paths) -> dict:
+    """An audit report with stats.latency, whether or not the pipeline wiring has landed."""
+    report = audit([str(p) for p in paths if p.exists()])
+    if not (report["stats"].get("latency") or {}).get("by_class"):
+        lat = LatencyStats()
+        for rec in report["flows"]:
+            lat.add(rec)
+        report["stats"]["latency"] = lat.to_json()
+    return json.loads(json.dumps(report))   # as read back from a JSON file
+
+
+def _exact_quantile(values, q):
+    v = sorted(values)
+    return v[int(math.floor(q * (len(v) - 1)))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0.001, max_value=1e5), min_size=1, max_size=300),
+       st.lists(st.floats(min_value=0.001, max_value=1e5), min_size=1, max_size=300))
+def test_sketch_quantiles_and_merge(a, b):
+    sa, sb, sab = _new_sketch(), _new_sketch(), _new_sketch()
+    for v in a:
+        sa.add(v)
+        sab.add(v)
+    for v in b:
+        sb.add(v)
+        sab.add(v)
+    ra = sketch_from_json(json.loads(json.dumps(sketch_to_json(sa))))
+    ra.merge(sketch_from_json(json.loads(json.dumps(sketch_to_json(sb)))))
+    merged, single = summarize(ra), summarize(sab)
+    assert merged == single
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        exact = _exact_quantile(a + b, q)
+        assert abs(merged[name] - exact) <= RELATIVE_ACCURACY * exact + 0.0005
+    assert merged["min"] == round(min(a + b), 3) and merged["max"] == round(max(a + b), 3)
+
+
+def test_json_round_trip():
+    lat = LatencyStats.from_json(_with_latency(SET_A)["stats"]["latency"])
+    j = lat.to_json()
+    assert LatencyStats.from_json(json.loads(json.dumps(j))).to_json() == j
+    assert j["relative_accuracy"] == RELATIVE_ACCURACY
+    assert {"do53", "dot"} <= set(j["by_class"])
+    dot = j["by_class"]["dot"]
+    for m in ("tcp_rtt_server_ms", "tls_handshake_ms", "query_rtt_ms", "queries_per_connection", "lifetime_ms"):
+        assert set(dot["metrics"][m]) >= {"count", "min", "p50", "p95", "p99", "max"}
+    assert set(dot["tls_handshake_ms_by_version"]) >= {"TLS 1.3", "TLS 1.0"}
+    assert set(dot["tls_handshake_ms_by_mode"]) == {"full"}
+
+
+def test_resumed_and_overhead():
+    j = _with_latency(SET_B + SET_A)["stats"]["latency"]
+    dot = j["by_class"]["dot"]
+    assert dot["counters"]["resumed"] >= 2 and dot["counters"]["full"] >= 2
+    assert set(dot["tls_handshake_ms_by_mode"]) == {"full", "resumed"}
+    (o,) = [o for o in j["overhead"] if o["resolver"] == "10.53.0.1"]
+    assert o["dot"]["bytes_per_query"] > o["do53"]["bytes_per_query"]
+    assert o["bytes_per_query_ratio"] > 1 and o["time_per_query_delta_ms"] > 0
+    assert dot["counters"]["tfo"] == 0
+
+
+def test_tfo_counted():
+    j = _with_latency([PCAPS / "dot/tls13-tfo.pcap"])["stats"]["latency"]
+    assert j["by_class"]["dot"]["counters"]["tfo"] >= 1
+
+
+def test_merge_equals_one_run():
+    a, b = _with_latency(SET_A), _with_latency(SET_B)
+    both = _with_latency(SET_A + SET_B)
+    merged = merge_reports([a, b])
+    ml, bl = merged["stats"]["latency"], both["stats"]["latency"]
+    assert set(ml["by_class"]) == set(bl["by_class"])
+    for cls, g in bl["by_class"].items():
+        mg = ml["by_class"][cls]
+        assert mg["counters"] == g["counters"]
+        for name, e in g["metrics"].items():
+            m = mg["metrics"][name]
+            assert m["count"] == e["count"] and m["min"] == e["min"] and m["max"] == e["max"]
+            for q in ("p50", "p95", "p99"):
+                assert m[q] == pytest.approx(e[q], rel=2 * RELATIVE_ACCURACY, abs=0.002), (cls, name, q)
+    assert merged["summary"]["flows_by_class"] == both["summary"]["flows_by_class"]
+    assert len(merged["flows"]) == len(both["flows"])
+    assert merged["summary"]["verdict"] == both["summary"]["verdict"]
+    assert merged["stats"]["packets"]["packets"] == both["stats"]["packets"]["packets"]
+
+
+def test_merge_renumbers_flows_and_rekeys_findings(validate_report):
+    a, b = _with_latency(SET_B), _with_latency(SET_B)
+    merged = merge_reports([a, b])
+    validate_report(merged)
+    n = len(a["flows"])
+    assert [f["id"] for f in merged["flows"]] == list(range(1, 2 * n + 1))
+    assert len(merged["inputs"]) == 2 * len(a["inputs"])
+    assert merged["flows"][n]["input"] == a["flows"][0]["input"] + len(a["inputs"])
+    assert len(merged["findings"]) == 2 * len(a["findings"]) > 0
+    for fa, fm in zip(a["findings"], merged["findings"][len(a["findings"]):]):
+        assert fm["flow_ids"] == [x + n for x in fa["flow_ids"]]
+        for k, v in fa["evidence"].items():
+            if k.endswith("flow_id") and isinstance(v, int):
+                assert fm["evidence"][k] == v + n
+    sev = a["summary"]["findings_by_severity"]
+    assert merged["summary"]["findings_by_severity"] == {k: 2 * v for k, v in sev.items()}
+    for cls, g in a["stats"]["latency"]["by_class"].items():
+        assert merged["stats"]["latency"]["by_class"][cls]["counters"]["flows"] == 2 * g["counters"]["flows"]
+
+
+def test_merge_command(tmp_path):
+    from click.testing import CliRunner
+    pa, pb, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "all.json"
+    pa.write_text(json.dumps(_with_latency(SET_A)))
+    pb.write_text(json.dumps(_with_latency(SET_B)))
+    res = CliRunner().invoke(merge_command, [str(pa), str(pb), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["stats"]["merged"]["reports"] == 2
+    bad = CliRunner().invoke(merge_command, [str(pa), str(tmp_path / "missing.json")])
+    assert bad.exit_code != 0
+
+
+def test_table_in_text_output():
+    from dotaudit.report.text import render
+    report = _with_latency(SET_A + SET_B)
+    t = report["stats"]["latency"]["table"]
+    assert t["headers"][0].startswith("class") and len(t["rows"]) >= 2
+    assert all(len(r) == len(t["headers"]) for r in t["rows"])
+    text = render(report)
+    assert "query p50" in text and "dot TLS 1.3 handshakes" in text
+
+
+def test_add_skips_other_and_empty():
+    lat = LatencyStats()
+    lat.add({"class": "other", "timing": {"lifetime_ms": 1.0}, "server": {"ip": "1.2.3.4"}})
+    lat.add({"class": "do53", "timing": None, "server": {"ip": "1.2.3.4"}})
+    assert lat.to_json()["by_class"] == {}
