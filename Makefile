@@ -3,7 +3,7 @@
 #   make test   install what the tests need (apt and pip) and run them
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES = tshark tcpdump
+APT_PACKAGES = tshark tcpdump chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-deps apt-deps lab bench
@@ -33,3 +33,9 @@ lab:
 
 bench:
 	$(PYTHON) bench/run.py
+
+# The example reports in reports/ (html, md, json) from bundled captures; tests/report compares
+# them as goldens (volatile fields masked). Run after a change to a formatter or the analysis.
+.PHONY: reports
+reports:
+	$(PYTHON) -m dotaudit.report.examples reports

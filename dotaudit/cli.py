@@ -17,6 +17,7 @@ from enum import Enum
 import click
 
 from . import __version__
+from .report import EXTENSIONS, OcsfClass, OutputFormat  # the output formats
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -26,9 +27,6 @@ EXIT_INPUT = 3
 SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
-class OutputFormat(str, Enum):
-    JSON = "json"
-    TEXT = "text"
 
 
 class FailOn(str, Enum):
@@ -46,6 +44,63 @@ Exit codes:
   1  findings at or above --fail-on
   2  usage error (bad option, policy or rule file)
   3  unreadable input (not a capture, cannot be opened)"""
+
+FORMATS_HELP = """\b
+Formats (-f, repeatable; with several, -o names a directory and each file is report.<ext>):
+  json   the versioned JSON report, the source of truth (default with -o or a pipe)
+  text   terminal summary (default on a terminal)
+  html   self-contained page for a reviewer (no external resources)
+  md     Markdown summary for a ticket
+  jsonl  one flow per line, then one finding per line (record_type)
+  ocsf   OCSF 1.x Detection Finding (2004) events; Compliance Finding (2003)
+         with --ocsf-class compliance
+  junit  JUnit XML, a test case per rule, failed at or above --fail-on"""
+
+_FORMAT_CHOICE = click.Choice([f.value for f in OutputFormat])
+
+
+def _output_options(func):
+    """-f/-o/--redact/--redact-key/--ocsf-class, shared by ``audit`` and ``report``."""
+    func = click.option("--ocsf-class", type=click.Choice([c.value for c in OcsfClass]), default="detection",
+                        show_default=True, help="OCSF event class of the ocsf format.")(func)
+    func = click.option("--redact-key", metavar="KEY", envvar="DOTAUDIT_REDACT_KEY",
+                        help="Key of the redaction HMAC (implies --redact): the same key gives the same tokens "
+                             "across reports. Also read from DOTAUDIT_REDACT_KEY.")(func)
+    func = click.option("--redact", is_flag=True,
+                        help="Replace query names, SNI and certificate names by keyed hashes (HMAC-SHA256, "
+                             "random per-run key unless --redact-key) in every format.")(func)
+    return func
+
+
+def _resolve_formats(fmts: tuple[str, ...], output: str | None) -> list[str]:
+    seen: list[str] = []
+    for f in fmts:
+        if f not in seen:
+            seen.append(f)
+    if not seen:
+        seen = ["json" if (output and output != "-") or not sys.stdout.isatty() else "text"]
+    if len(seen) > 1 and (not output or output == "-"):
+        _die(EXIT_USAGE, "several --format values need -o DIRECTORY")
+    return seen
+
+
+def _write_outputs(report: dict, fmts: list[str], output: str | None, *, rules=None, fail_on: str = "high",
+                   ocsf_class: str = "detection", redact: bool = False, redact_key: str | None = None) -> None:
+    if redact or redact_key:
+        from .report.redact import redact as redact_report
+        report = redact_report(report, redact_key)
+    opts = {"rules": rules, "fail_on": fail_on if fail_on != "never" else "high", "ocsf_class": ocsf_class}
+    if len(fmts) == 1:
+        _write(report, fmts[0], output, **opts)
+        return
+    if os.path.exists(output) and not os.path.isdir(output):
+        _die(EXIT_USAGE, f"-o {output}: not a directory (several --format values write one file each)")
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as exc:
+        _die(EXIT_USAGE, f"cannot create {output}: {exc.strerror or exc}")
+    for fmt in fmts:
+        _write(report, fmt, os.path.join(output, "report." + EXTENSIONS[OutputFormat(fmt)]), **opts)
 
 
 def _die(code: int, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
@@ -88,12 +143,14 @@ def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | Non
     return policy
 
 
-@main.command(epilog=EXIT_HELP)
+@main.command(epilog=FORMATS_HELP + "\n\n" + EXIT_HELP)
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-              help="Write the report here (default: stdout).")
-@click.option("-f", "--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default=None,
-              help="Report format (default: text on a terminal, json otherwise or with -o).")
+@click.option("-o", "--output", type=click.Path(writable=True, allow_dash=True),
+              help="Write the report to this file, or with several --format to this directory "
+                   "(default: stdout).")
+@click.option("-f", "--format", "fmts", type=_FORMAT_CHOICE, multiple=True,
+              help="Report format, repeatable (default: text on a terminal, json otherwise or with -o).")
+@_output_options
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False), help="Policy file (YAML).")
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Extra rule directory (repeatable); adds to the built-in pack.")
@@ -107,8 +164,8 @@ def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | Non
 @click.option("--all-flows", is_flag=True, help="List flows of class 'other' in the report too.")
 @click.option("--no-rules", is_flag=True, help="Describe flows only; evaluate no rule.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
-def audit(captures, output, fmt, policy, rule_dirs, disable, fail_on, at, trust_anchors, all_flows, no_rules,
-          progress):
+def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust_anchors, all_flows, no_rules,
+          progress, redact, redact_key, ocsf_class):
     """Audit capture files (pcap, pcapng, optionally gzip-compressed; '-' reads stdin).
 
     Several captures give one report. Examples:
@@ -117,12 +174,14 @@ def audit(captures, output, fmt, policy, rule_dirs, disable, fail_on, at, trust_
       dotaudit audit capture.pcapng -o report.json
       dotaudit audit a.pcap b.pcapng.gz -o report.json
       tcpdump -i eth0 -w - port 53 or port 853 | dotaudit audit - -o report.json
+      dotaudit audit capture.pcap -f html -f md -f json -o out/   # out/report.html ...
     """
     from .capture.pcap import CaptureError
     from .pipeline import apply_rules, assemble, finalize_summary, options_from_policy, run_files, stderr_is_tty
 
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
+    formats = _resolve_formats(fmts, output)
     pol = _load_policy(policy, trust_anchors, at)
     if pol is not None and disable:
         try:
@@ -157,9 +216,8 @@ def audit(captures, output, fmt, policy, rule_dirs, disable, fail_on, at, trust_
     if not no_rules:
         apply_rules(report, policy=pol, rules=rules)
     finalize_summary(report)
-    if fmt is None:
-        fmt = "json" if (output and output != "-") or not sys.stdout.isatty() else "text"
-    _write(report, fmt, output)
+    _write_outputs(report, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
+                   redact_key=redact_key)
     for info in report["inputs"]:
         for err in info["errors"]:
             click.echo(f"dotaudit: warning: {info['path']}: {err['message']} (x{err['count']})", err=True)
@@ -174,15 +232,11 @@ def exit_code(report: dict, fail_on: str) -> int:
         else EXIT_OK
 
 
-def _write(report: dict, fmt: str, output: str | None) -> None:
-    from .report import json as json_report
-    from .report import text as text_report
+def _write(report: dict, fmt: str, output: str | None, **opts) -> None:
+    from . import report as formatters
 
     def emit(fh) -> None:
-        if fmt == "json":
-            json_report.write(report, fh)
-        else:
-            fh.write(text_report.render(report))
+        formatters.write(report, fmt, fh, **opts)
 
     if output and output != "-":
         tmp = output + ".tmp"
@@ -207,14 +261,23 @@ def schema() -> None:
     click.echo(schema_text(), nl=False)
 
 
-@main.command(epilog=EXIT_HELP)
+@main.command(epilog=FORMATS_HELP + "\n\n" + EXIT_HELP)
 @click.argument("report_file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-f", "--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default="text",
-              show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--fail-on", type=click.Choice([f.value for f in FailOn]), default="never", show_default=True)
-def report(report_file, fmt, output, fail_on):
-    """Re-render a saved JSON report without the packets."""
+@click.option("-f", "--format", "fmts", type=_FORMAT_CHOICE, multiple=True,
+              help="Output format, repeatable (default: text).")
+@click.option("-o", "--output", type=click.Path(writable=True, allow_dash=True),
+              help="Output file, or directory with several --format (default: stdout).")
+@click.option("--fail-on", type=click.Choice([f.value for f in FailOn]), default="never", show_default=True,
+              help="Exit 1 when a finding has at least this severity (junit fails test cases at this "
+                   "severity, at high when never).")
+@_output_options
+def report(report_file, fmts, output, fail_on, redact, redact_key, ocsf_class):
+    """Re-render a saved JSON report without the packets.
+
+    \b
+      dotaudit report report.json -f html -o report.html
+      dotaudit report report.json -f md -f junit -o out/ --redact
+    """
     try:
         with (sys.stdin if report_file == "-" else open(report_file, encoding="utf-8")) as fh:
             data = json.load(fh)
@@ -224,8 +287,27 @@ def report(report_file, fmt, output, fail_on):
         _die(EXIT_INPUT, f"{report_file}: not a JSON report: {exc.msg} at line {exc.lineno}")
     if not isinstance(data, dict) or "schema_version" not in data:
         _die(EXIT_INPUT, f"{report_file}: not a dotaudit JSON report (no schema_version)")
-    _write(data, fmt, output)
+    formats = list(dict.fromkeys(fmts)) or ["text"]
+    if len(formats) > 1 and (not output or output == "-"):
+        _die(EXIT_USAGE, "several --format values need -o DIRECTORY")
+    rules = _rules_for_report(data) if "junit" in formats else None
+    _write_outputs(data, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
+                   redact_key=redact_key)
     sys.exit(exit_code(data, fail_on))
+
+
+def _rules_for_report(data: dict):
+    """The built-in pack minus the report's disabled rules (junit lists every rule), or None."""
+    try:
+        from .rules.loader import RuleError, load_rules
+    except ImportError:
+        return None
+    disabled = (data.get("policy") or {}).get("disabled_rules") or ()
+    try:
+        known = {r.name for r in load_rules()}
+        return load_rules(disabled=[d for d in disabled if d in known])
+    except RuleError:
+        return None
 
 
 try:  # the rule engine's own commands
@@ -234,6 +316,10 @@ except ImportError:  # pragma: no cover - only while the engine is being built
     rules_group = None
 if rules_group is not None:
     main.add_command(rules_group)
+
+from .merge import merge_command  # noqa: E402
+
+main.add_command(merge_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -240,3 +240,8 @@ _f_pcap_bytes = _fixture_of(pcap_bytes, "pcap_bytes")
 _f_dns_pair = _fixture_of(dns_pair, "dns_pair")
 _f_run_audit = _fixture_of(run_audit, "run_audit")
 _f_run_cli = _fixture_of(run_cli, "run_cli")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the example reports in reports/ instead of comparing with them")
