@@ -17,6 +17,7 @@ from .flows.classify import CLASSES
 from .flows.flow import Flow
 from .flows.record import AnalysisOptions, build_record
 from .flows.store import FlowStore
+from .latency import LatencyStats
 from .flows.table import FlowTable
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
@@ -29,6 +30,7 @@ class Collector:
     def __init__(self, options: AnalysisOptions):
         self.options = options
         self.records = FlowStore()
+        self.latency = LatencyStats()
         self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
         self.capture_end_ts = 0.0
 
@@ -36,6 +38,7 @@ class Collector:
         rec = build_record(flow, self.options, self.capture_end_ts)
         self.by_class[flow.cls] = self.by_class.get(flow.cls, 0) + 1
         if rec is not None:
+            self.latency.add(rec)
             self.records.add(rec)
 
 
@@ -52,7 +55,7 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
               ) -> tuple[list[CaptureInfo], Collector, FlowTable]:
     """Stream every capture through one flow table."""
     collector = Collector(options)
-    table = FlowTable(collector)
+    table = FlowTable(collector, count_other=options.all_flows)
     infos: list[CaptureInfo] = []
     import os
     with _progress(progress) as bar:
@@ -152,7 +155,7 @@ def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -
         },
         "flows": records,
         "findings": [],
-        "stats": {"packets": st, "latency": None},
+        "stats": {"packets": st, "latency": collector.latency.to_json()},
         "skipped": skipped,
     }
 
@@ -179,9 +182,11 @@ def audit(paths: Sequence[str], *, policy=None, rules=None, options: AnalysisOpt
     if evaluate_rules:
         apply_rules(report, policy=policy, rules=rules)
     finalize_summary(report)
-    store = report["flows"]
-    report["flows"] = store.to_list()
-    store.close()
+    for key in ("flows", "findings"):
+        store = report[key]
+        if not isinstance(store, list):
+            report[key] = store.to_list()
+            store.close()
     return report
 
 

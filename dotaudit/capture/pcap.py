@@ -106,7 +106,7 @@ class _HashingReader:
         self.raw = raw
         self.sha = hashlib.sha256()
         self.size = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.Queue = queue.Queue(maxsize=4)  # bounded: a slow hash slows reading
         self._thread = threading.Thread(target=self._hash, name="dotaudit-sha256", daemon=True)
         self._thread.start()
 

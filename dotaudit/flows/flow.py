@@ -6,7 +6,8 @@ A flow is in one of three modes:
   (bounded) until they tell whether it is DNS, a DoT ClientHello (ALPN ``dot``) or a TLS
   session with a known DoH resolver;
 - ``DEEP``: reassembled and analysed (DNS messages, TLS handshake, QUIC on 853);
-- ``OTHER``: only counted.
+- ``OTHER``: only counted (as a flow of class ``other``; its packets are not);
+- ``COUNT``: a reported flow whose packets are counted but not analysed (DoH over QUIC).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .reassembly import TcpDirection
 SNIFF = "sniff"
 DEEP = "deep"
 OTHER = "other"
+COUNT = "count"   # a reported flow (DoH over QUIC to a known resolver) that is only counted
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -364,7 +366,7 @@ class Flow:
         elif sn.version is not None and sn.sni and known.is_doh_name(sn.sni):
             self.hint = None
             self.cls = "doh"
-            self.mode = OTHER
+            self.mode = COUNT
         else:
             self.hint = None
             self.cls = "other"
@@ -383,7 +385,7 @@ class Flow:
             sn.feed(payload)
             if sn.done or sn.version is None:
                 self._quic_sniffed(sn)
-                if self.mode is OTHER:
+                if self.mode is OTHER or self.mode is COUNT:
                     return
         if self.hint == "doq" or self.mode is SNIFF:
             if payload and payload[0] & 0x80:

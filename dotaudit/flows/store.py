@@ -9,6 +9,7 @@ that is read back sequentially in report order.  The heap keeps one small index 
 from __future__ import annotations
 
 import tempfile
+from array import array
 from typing import Callable, Iterator
 
 import orjson
@@ -28,11 +29,17 @@ class FlowStore:
         self.spill_at = spill_at
         self.records: list[dict] | None = []
         self.file = None
-        self.index: list[tuple] = []   # (input, first_frame, first_ts, offset, length) when spilled
+        # when spilled: parallel arrays (8 bytes a value), and the report order as a permutation
+        self.keys_input = array("q")
+        self.keys_frame = array("q")
+        self.keys_ts = array("d")
+        self.offsets = array("q")
+        self.lengths = array("q")
+        self.order: array | None = None
         self.numbered_in_file = True   # the ids stored in the spill file are the report's ids
 
     def __len__(self) -> int:
-        return len(self.records) if self.records is not None else len(self.index)
+        return len(self.records) if self.records is not None else len(self.offsets)
 
     @property
     def spilled(self) -> bool:
@@ -56,7 +63,11 @@ class FlowStore:
         line = _dumps(rec) + b"\n"
         off = self.file.seek(0, 2)
         self.file.write(line)
-        self.index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
+        self.keys_input.append(rec["input"])
+        self.keys_frame.append(rec["first_frame"])
+        self.keys_ts.append(rec["first_ts"])
+        self.offsets.append(off)
+        self.lengths.append(len(line))
 
     def number(self) -> None:
         """Sort into report order (input, first frame) and give ids 1..N."""
@@ -67,7 +78,8 @@ class FlowStore:
         else:
             # ids are given by position when read back; the file is rewritten by map() or,
             # at the latest, by raw_lines()
-            self.index.sort(key=lambda e: (e[0], e[1], e[2]))
+            ki, kf, kt = self.keys_input, self.keys_frame, self.keys_ts
+            self.order = array("q", sorted(range(len(ki)), key=lambda i: (ki[i], kf[i], kt[i])))
             self.numbered_in_file = False
 
     def __iter__(self) -> Iterator[dict]:
@@ -76,9 +88,11 @@ class FlowStore:
             return
         f = self.file
         loads = _loads
-        for i, (_inp, _fr, _ts, off, ln) in enumerate(self.index, 1):
-            f.seek(off)
-            rec = loads(f.read(ln))
+        offsets, lengths = self.offsets, self.lengths
+        order = self.order if self.order is not None else range(len(offsets))
+        for i, j in enumerate(order, 1):
+            f.seek(offsets[j])
+            rec = loads(f.read(lengths[j]))
             rec["id"] = i
             yield rec
 
@@ -93,7 +107,7 @@ class FlowStore:
                 yield _dumps(rec)
             return
         f = self.file
-        for (_inp, _fr, _ts, off, ln) in self.index:
+        for off, ln in zip(self.offsets, self.lengths):
             f.seek(off)
             yield f.read(ln - 1)
 
@@ -103,16 +117,17 @@ class FlowStore:
             self.records = [fn(r) for r in self.records]
             return
         new = tempfile.TemporaryFile(prefix="dotaudit-flows-")
-        index = []
+        offsets, lengths = array("q"), array("q")
         for rec in self:
             rec = fn(rec)
             line = _dumps(rec) + b"\n"
-            off = new.tell()
+            offsets.append(new.tell())
             new.write(line)
-            index.append((rec["input"], rec["first_frame"], rec["first_ts"], off, len(line)))
+            lengths.append(len(line))
         self.file.close()
         self.file = new
-        self.index = index
+        self.offsets, self.lengths = offsets, lengths
+        self.order = None   # the new file is in report order
         self.numbered_in_file = True
 
     def to_list(self) -> list[dict]:

@@ -14,7 +14,7 @@ from typing import Callable
 from ..capture.linktypes import locate_ip
 from ..dns.collector import DnsCollector, DnsTcpFramer
 from ..dns.wire import looks_like_query
-from .flow import (DEEP, OTHER, SNIFF, Flow, UDP_SERVICE_PORTS, TCP_DEEP_PORTS, classify_hint_tcp,
+from .flow import (COUNT, DEEP, OTHER, SNIFF, Flow, UDP_SERVICE_PORTS, TCP_DEEP_PORTS, classify_hint_tcp,
                    classify_hint_udp)
 from .fragments import Defragmenter
 from . import known
@@ -62,9 +62,14 @@ class Stats:
 class FlowTable:
     """Bidirectional flow table with idle timeouts and a cap on live flows."""
 
-    def __init__(self, on_finished: Callable[[Flow], None], *, max_flows: int = MAX_FLOWS):
-        self.table: dict[tuple, tuple[Flow, bool]] = {}
+    def __init__(self, on_finished: Callable[[Flow], None], *, max_flows: int = MAX_FLOWS,
+                 count_other: bool = False):
+        """``count_other``: keep packet and byte counters of uninteresting flows too (--all-flows)."""
+        # key: source address + destination address + the 4 port bytes, as on the wire
+        self.tcp: dict[bytes, tuple[Flow, bool]] = {}
+        self.udp: dict[bytes, tuple[Flow, bool]] = {}
         self.live: dict[tuple, Flow] = {}
+        self.fast_other = not count_other
         self.on_finished = on_finished
         self.max_flows = max_flows
         self.stats = Stats()
@@ -81,6 +86,23 @@ class FlowTable:
             self.now = ts
             self.sweep(ts)
         if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0:
+            # Fast path: a packet of a flow already known to be uninteresting (IPv4 without
+            # options, not a fragment) costs a lookup and a timestamp, nothing more.
+            if self.fast_other and data[14] == 0x45 and not (data[20] & 0x3F or data[21]) and len(data) >= 48:
+                proto = data[23]
+                if proto == 6:
+                    hit = self.tcp.get(data[26:38])
+                    if hit is not None and hit[0].mode is OTHER:
+                        flow = hit[0]
+                        flow.last_ts = ts
+                        if data[47] & 0x05:  # FIN or RST
+                            flow.closed = True
+                        return
+                elif proto == 17:
+                    hit = self.udp.get(data[26:38])
+                    if hit is not None and hit[0].mode is OTHER:
+                        hit[0].last_ts = ts
+                        return
             ver, off, vlans = 4, 14, ()
         else:
             loc = locate_ip(linktype, data)
@@ -181,8 +203,8 @@ class FlowTable:
             if hl < 20:
                 self.stats.decode_errors += 1
                 return
-            key = (src, sport, dst, dport, 6)
-            hit = self.table.get(key)
+            key = src + dst + data[l4:l4 + 4]
+            hit = self.tcp.get(key)
             if hit is None:
                 flow, from_client = self._new_tcp(key, ts, flags, sport, dport, src, dst, ver, vlans)
             else:
@@ -205,8 +227,8 @@ class FlowTable:
                 self.stats.truncated_l4 += 1
                 return
             sport, dport = _UDP.unpack_from(data, l4)
-            key = (src, sport, dst, dport, 17)
-            hit = self.table.get(key)
+            key = src + dst + data[l4:l4 + 4]
+            hit = self.udp.get(key)
             if hit is None:
                 flow, from_client = self._new_udp(key, ts, sport, dport, src, dst, ver, vlans, data[l4 + 8:end])
             else:
@@ -219,25 +241,26 @@ class FlowTable:
             else:
                 flow.pk_s += 1
                 flow.by_s += iplen
-            if flow.mode is OTHER:
+            if flow.mode is OTHER or flow.mode is COUNT:
                 return
             flow.udp_packet(from_client, data[l4 + 8:end], frame, ts)
         else:
             self.stats.other_l4 += 1
 
     # ------------------------------------------------------------------ flow creation
-    def _register(self, flow: Flow, ckey: tuple, skey: tuple) -> None:
+    def _register(self, flow: Flow, ckey: bytes, skey: bytes) -> None:
         if len(self.live) >= self.max_flows:
             self._evict()
-        self.table[ckey] = (flow, True)
-        self.table[skey] = (flow, False)
-        self.live[ckey] = flow
+        table = self.tcp if flow.proto == 6 else self.udp
+        table[ckey] = (flow, True)
+        table[skey] = (flow, False)
+        self.live[(flow.proto, ckey)] = flow
         flow.ckey = ckey
         flow.skey = skey
         self.stats.flows += 1
 
     def _new_tcp(self, key, ts, flags, sport, dport, src, dst, ver, vlans):
-        rkey = (dst, dport, src, sport, 6)
+        rkey = dst + src + key[-2:] + key[-4:-2]
         syn = flags & TCP_SYN
         ack = flags & TCP_ACK
         if syn and not ack:
@@ -263,7 +286,7 @@ class FlowTable:
         return flow, from_client
 
     def _new_udp(self, key, ts, sport, dport, src, dst, ver, vlans, payload):
-        rkey = (dst, dport, src, sport, 17)
+        rkey = dst + src + key[-2:] + key[-4:-2]
         from_client = _client_side(sport, dport, UDP_SERVICE_PORTS)
         if from_client:
             flow = Flow(17, ver, src, sport, dst, dport, vlans, self.input, ts, self.frame)
@@ -284,16 +307,17 @@ class FlowTable:
             flow.mode = SNIFF  # QUIC on another port: DoQ or DoH3 only if its ClientHello says so
             flow.start_quic_sniff()
         else:
-            flow.mode = OTHER
+            flow.mode = COUNT if hint == "doh" else OTHER
             flow.cls = hint or "other"
         self._register(flow, ckey, skey)
         return flow, from_client
 
     # ------------------------------------------------------------------ expiry
     def _finish(self, flow: Flow, reason: str) -> None:
-        self.table.pop(flow.ckey, None)
-        self.table.pop(flow.skey, None)
-        self.live.pop(flow.ckey, None)
+        table = self.tcp if flow.proto == 6 else self.udp
+        table.pop(flow.ckey, None)
+        table.pop(flow.skey, None)
+        self.live.pop((flow.proto, flow.ckey), None)
         if flow.ended is None:
             flow.ended = reason
         self.on_finished(flow)

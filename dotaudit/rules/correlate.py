@@ -9,6 +9,7 @@ here, in Python, once per capture:
     fallback_dot_flow_id         id of that failed DoT flow (None otherwise)
     fallback_delay_s             seconds from the end of the failed attempt to this query
     full_handshakes_to_server    non-resumed full TLS handshakes by this client to this server
+    resumed_handshakes_to_server resumed (abbreviated / PSK) handshakes by this client to this server
     queries_per_connection       DNS queries on this connection (parsed, or inferred from
                                  client application-data records for DoT)
     single_query_connections_to_server   connections by this client to this server carrying
@@ -22,12 +23,13 @@ here, in Python, once per capture:
 ``flow["policy"]``
     local_resolver, approved_resolver (True when the approved list is empty),
     approved_resolver_listed, cipher_in_profile, version_in_profile, cert_expiring_soon,
-    cert_weak_key, tls_handshake_slow, query_rtt_slow
+    cert_weak_key, cert_chain_anchored, tls_handshake_slow, query_rtt_slow
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any, Optional
 
 from dotaudit.rules.policy import Policy
@@ -70,6 +72,13 @@ def is_failed_dot(flow: dict) -> bool:
     if isinstance(tls, dict) and (tls.get("established") or tls.get("handshake_complete")):
         return False
     return True
+
+
+def is_resumed_handshake(flow: dict) -> bool:
+    tls = flow.get("tls")
+    if not isinstance(tls, dict) or not tls.get("resumed"):
+        return False
+    return bool(tls.get("established") or tls.get("handshake_complete"))
 
 
 def is_full_handshake(flow: dict) -> bool:
@@ -182,6 +191,41 @@ def is_link_local_name(name: str) -> bool:
     return n.endswith(LINK_LOCAL_REVERSE)
 
 
+# -- trust anchors by name -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def anchor_subjects(anchors: tuple[str, ...], system_trust: bool) -> frozenset[str]:
+    """RFC 4514 subjects of the policy's trust anchors (and of the system store)."""
+    try:
+        from dotaudit.tls.certs import _load_pem_file, _system_anchors
+    except ImportError:  # pragma: no cover - the TLS analyzer ships with the rules
+        return frozenset()
+    certs = list(_system_anchors()) if system_trust else []
+    for path in anchors:
+        try:
+            certs.extend(_load_pem_file(path))
+        except (OSError, ValueError):
+            continue
+    return frozenset(c.subject.rfc4514_string() for c in certs)
+
+
+def chain_anchored(certs: Any, policy: Policy) -> Optional[bool]:
+    """Does the chain as sent name a trust anchor (by subject or issuer)? None without a chain.
+
+    Names only, no signature and no dates: it tells a chain that does not lead to any anchor
+    (unknown CA, self-signed leaf) from one that does but fails validation for a reason that has
+    its own rule (expired, not yet valid, SHA-1/MD5 signature)."""
+    if not isinstance(certs, list) or not certs:
+        return None
+    subjects = anchor_subjects(tuple(getattr(policy, "trust_anchors", ()) or ()),
+                               bool(getattr(policy, "system_trust", True)))
+    for cert in certs:
+        if isinstance(cert, dict) and (cert.get("subject") in subjects or cert.get("issuer") in subjects):
+            return True
+    return False
+
+
 # -- the correlators --------------------------------------------------------------------------
 
 
@@ -199,6 +243,7 @@ def _policy_facts(flow: dict, policy: Policy) -> dict:
         "cert_expiring_soon": None,
         "cert_weak_key": None,
         "cert_weak_key_detail": None,
+        "cert_chain_anchored": None,
         "tls_handshake_slow": None,
         "query_rtt_slow": None,
     }
@@ -223,6 +268,10 @@ def _policy_facts(flow: dict, policy: Policy) -> dict:
                 weak.append(f"certificate {i}: {kind} {bits} bits < {policy.min_ec_bits}")
         facts["cert_weak_key"] = bool(weak)
         facts["cert_weak_key_detail"] = weak or None
+        if isinstance(validation, dict) and validation.get("trusted") is False:
+            facts["cert_chain_anchored"] = chain_anchored(certs, policy)
+        elif isinstance(validation, dict) and validation.get("trusted") is True:
+            facts["cert_chain_anchored"] = True
     timing = flow.get("timing") if isinstance(flow.get("timing"), dict) else {}
     hs = timing.get("tls_handshake_ms")
     if policy.max_tls_handshake_ms is not None and isinstance(hs, (int, float)):
@@ -244,6 +293,7 @@ class Correlator:
         self.policy = policy
         self.by_client_dot_failures: dict[str, list[dict]] = defaultdict(list)
         self.full_handshakes: dict[tuple, int] = defaultdict(int)
+        self.resumed_handshakes: dict[tuple, int] = defaultdict(int)
         self.single_query: dict[tuple, int] = defaultdict(int)
         self._sorted = False
 
@@ -255,6 +305,8 @@ class Correlator:
                 {"id": flow.get("id"), "first_ts": flow.get("first_ts"), "last_ts": flow.get("last_ts")})
         if is_dot_attempt(flow) and is_full_handshake(flow):
             self.full_handshakes[pair] += 1
+        if is_dot_attempt(flow) and is_resumed_handshake(flow):
+            self.resumed_handshakes[pair] += 1
         if is_dot_attempt(flow) and queries_on(flow) == 1:
             self.single_query[pair] += 1
 
@@ -276,6 +328,7 @@ class Correlator:
             "fallback_dot_flow_id": None,
             "fallback_delay_s": None,
             "full_handshakes_to_server": None,
+            "resumed_handshakes_to_server": None,
             "queries_per_connection": None,
             "single_query_connections_to_server": None,
             "padding_inferred": None,
@@ -303,6 +356,7 @@ class Correlator:
                 corr["fallback_delay_s"] = round(max(delay, 0.0), 6)
         if is_dot_attempt(flow):
             corr["full_handshakes_to_server"] = full_handshakes.get(pair, 0)
+            corr["resumed_handshakes_to_server"] = self.resumed_handshakes.get(pair, 0)
             corr["queries_per_connection"] = queries_on(flow)
             corr["single_query_connections_to_server"] = single_query.get(pair, 0)
         elif isinstance(queries, int):

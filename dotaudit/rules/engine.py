@@ -9,6 +9,7 @@ findings as JSON-ready dicts, deduplicated and sorted (severity desc, rule_id, f
 from __future__ import annotations
 
 import re
+from sys import intern as _intern
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
@@ -17,6 +18,7 @@ from dotaudit.rules.compiler import _PLACEHOLDER, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
+from dotaudit.spill import RecordStore, Spool
 
 MAX_EVIDENCE_VALUES = 20
 
@@ -149,7 +151,7 @@ def _endpoint(flows: list[dict], side: str) -> Optional[dict]:
 
 
 def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
-                  group: "Optional[_Group]" = None) -> Finding:
+                  group: "Optional[_GroupTotals]" = None) -> Finding:
     """One finding for ``rule`` over one or more flows (several when aggregated per pair).
 
     ``group``, when given, holds the totals of an aggregated finding whose ``flows`` are only
@@ -217,7 +219,9 @@ def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False
 
 def _pair_key(flow: dict) -> tuple:
     c, s = flow.get("client") or {}, flow.get("server") or {}
-    return (c.get("ip"), s.get("ip"), s.get("port"), flow.get("transport"))
+    cip, sip, tr = c.get("ip"), s.get("ip"), flow.get("transport")
+    return (_intern(cip) if isinstance(cip, str) else cip, _intern(sip) if isinstance(sip, str) else sip,
+            s.get("port"), _intern(tr) if isinstance(tr, str) else tr)
 
 
 _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
@@ -263,42 +267,68 @@ def project(flow: dict, paths: tuple[str, ...]) -> dict:
 
 
 class _Group:
-    """An aggregated (per client-server pair) finding in the making, bounded in memory."""
+    """An aggregated (per client-server pair) finding in the making: a few counters and ids in
+    memory, its sample flows (projected) in the evaluator's spool file."""
 
-    __slots__ = ("sample", "count", "sums", "sum_getters", "ids", "first_ts", "last_ts", "paths", "related")
+    __slots__ = ("sample", "count", "sums", "ids", "first_ts", "last_ts")
 
-    def __init__(self, sum_keys: list[str], paths: tuple[str, ...], related):
-        self.sample: list[dict] = []
+    def __init__(self, nsums: int):
+        self.sample: list = []   # (offset, length) of projected flows in the spool
         self.count = 0
-        self.sums = {k: 0 for k in sum_keys}
-        self.sum_getters = [(k, make_getter(k[4:])) for k in sum_keys]
+        self.sums = [0] * nsums if nsums else None
         self.ids: list[int] = []
         self.first_ts: Optional[float] = None
         self.last_ts: Optional[float] = None
-        self.paths = paths
-        self.related = related
 
-    def add(self, flow: dict) -> None:
+    def add(self, flow: dict, spec: "_GroupSpec") -> None:
         self.count += 1
         if len(self.sample) < GROUP_SAMPLE:
-            self.sample.append(project(flow, self.paths))
-        fid = flow.get("id")
-        if isinstance(fid, int):
-            self.ids.append(fid)
-        if self.related is not None:
-            rel = self.related(flow)
-            for r in rel if isinstance(rel, list) else [rel]:
-                if isinstance(r, int):
-                    self.ids.append(r)
-        for key, get in self.sum_getters:
-            v = get(flow)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.sums[key] += v
+            self.sample.append(spec.spool.put(project(flow, spec.paths)))
+        ids = self.ids
+        if len(ids) < 10 * MAX_FLOW_IDS:
+            fid = flow.get("id")
+            if isinstance(fid, int):
+                ids.append(fid)
+            if spec.related is not None:
+                rel = spec.related(flow)
+                for r in rel if isinstance(rel, list) else [rel]:
+                    if isinstance(r, int):
+                        ids.append(r)
+        if spec.sum_getters:
+            sums = self.sums
+            for i, get in enumerate(spec.sum_getters):
+                v = get(flow)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    sums[i] += v
         ft, lt = flow.get("first_ts"), flow.get("last_ts")
         if isinstance(ft, (int, float)) and (self.first_ts is None or ft < self.first_ts):
             self.first_ts = ft
         if isinstance(lt, (int, float)) and (self.last_ts is None or lt > self.last_ts):
             self.last_ts = lt
+
+    def totals(self, spec: "_GroupSpec") -> "_GroupTotals":
+        return _GroupTotals(self.count, dict(zip(spec.sum_keys, self.sums or ())), self.ids, self.first_ts,
+                            self.last_ts)
+
+
+class _GroupSpec:
+    """What every group of one rule shares."""
+
+    __slots__ = ("sum_keys", "sum_getters", "paths", "related", "spool")
+
+    def __init__(self, rule: Rule, spool: "Spool"):
+        self.sum_keys = _SUM_KEY.findall(getattr(rule.extras, "message", "") or "")
+        self.sum_getters = [make_getter(k[4:]) for k in self.sum_keys]
+        self.paths = rule_paths(rule)
+        self.related = rule.related_getter
+        self.spool = spool
+
+
+class _GroupTotals:
+    __slots__ = ("count", "sums", "ids", "first_ts", "last_ts")
+
+    def __init__(self, count, sums, ids, first_ts, last_ts):
+        self.count, self.sums, self.ids, self.first_ts, self.last_ts = count, sums, ids, first_ts, last_ts
 
 
 class Evaluator:
@@ -313,36 +343,40 @@ class Evaluator:
         self.policy = policy
         self.index = RuleIndex(rules)
         self.by_name = {r.name: r for r in rules}
-        self.sum_keys = {r.name: _SUM_KEY.findall(getattr(r.extras, "message", "") or "") for r in rules}
-        self.paths = {r.name: rule_paths(r) for r in rules}
-        self.findings: dict[str, dict] = {}
+        self.spool = Spool()
+        self.specs = {r.name: _GroupSpec(r, self.spool) for r in rules}
+        self.findings = RecordStore(key=sort_key)   # per-flow findings: one per rule per flow
         self.groups: dict[tuple, _Group] = {}
 
     def add(self, flow: dict) -> None:
         for rule in match_flow(flow, self.index):
             if rule.extras.aggregate == "pair":
-                key = (rule.name, _pair_key(flow))
+                key = (rule.name,) + _pair_key(flow)
                 group = self.groups.get(key)
+                spec = self.specs[rule.name]
                 if group is None:
-                    group = self.groups[key] = _Group(self.sum_keys.get(rule.name, []), self.paths[rule.name],
-                                                      rule.related_getter)
-                group.add(flow)
+                    group = self.groups[key] = _Group(len(spec.sum_keys))
+                group.add(flow, spec)
             else:
-                f = build_finding(rule, [flow]).to_dict()
-                self.findings.setdefault(f["id"], f)
+                self.findings.add(build_finding(rule, [flow]).to_dict())
 
-    def result(self, report: dict) -> list[dict]:
-        findings = dict(self.findings)
-        for (name, _), group in self.groups.items():
-            f = build_finding(self.by_name[name], group.sample, group=group).to_dict()
-            findings.setdefault(f["id"], f)
+    def result(self, report: dict) -> RecordStore:
+        """All findings, sorted; a list-like store that spills to disk when large."""
+        findings = self.findings
+        for key, group in self.groups.items():
+            name = key[0]
+            sample = [self.spool.get(ref) for ref in group.sample]
+            totals = group.totals(self.specs[name])
+            findings.add(build_finding(self.by_name[name], sample, group=totals).to_dict())
+        self.groups = {}
+        self.spool.close()
         if self.index.capture:
             record = capture_record(report)
             for rule in self.index.capture:
                 if rule.match(record):
-                    f = build_finding(rule, [record], record_is_capture=True).to_dict()
-                    findings.setdefault(f["id"], f)
-        return sorted(findings.values(), key=sort_key)
+                    findings.add(build_finding(rule, [record], record_is_capture=True).to_dict())
+        findings.sort()
+        return findings
 
 
 def evaluate(report: dict, rules: list[Rule], policy: Policy) -> list[dict]:
@@ -353,4 +387,4 @@ def evaluate(report: dict, rules: list[Rule], policy: Policy) -> list[dict]:
     ev = Evaluator(rules, policy)
     for flow in flows:
         ev.add(flow)
-    return ev.result(report)
+    return ev.result(report).to_list()

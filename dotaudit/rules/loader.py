@@ -22,6 +22,7 @@ from dotaudit.rules.model import AREAS, CATEGORIES, LEVEL_TO_SEVERITY, Rule, Rul
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RULE_SUFFIXES = (".yml", ".yaml")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 SIGMA_KEYS = {
     "title", "id", "name", "related", "taxonomy", "status", "description", "license", "author",
     "references", "date", "modified", "logsource", "detection", "fields", "falsepositives",
@@ -72,7 +73,7 @@ def parse_rule(text: str, path: Path | str = "<rule>", area: Optional[str] = Non
     """Parse one Sigma rule's YAML text and compile it. Raises :class:`RuleError`."""
     path = Path(path) if not isinstance(path, Path) else path
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

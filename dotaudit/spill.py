@@ -1,0 +1,114 @@
+"""Disk-backed sequences of JSON records: memory stays flat however many a capture produces.
+
+``RecordStore`` keeps records in memory up to ``spill_at``, then moves all of them, as compact
+JSON lines, to an anonymous temporary file and keeps only a small index entry each.  It is
+iterable, sized and sliceable like a list, and sorts by a key computed once per record.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Callable, Iterator
+
+import orjson
+
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(rec) -> bytes:
+    return orjson.dumps(rec, option=_OPTS)
+
+
+loads = orjson.loads
+
+
+class Spool:
+    """Append-only scratch file of JSON values, read back by (offset, length)."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="dotaudit-")
+        self.end = 0
+
+    def put(self, value) -> tuple[int, int]:
+        data = dumps(value)
+        f = self.file
+        f.seek(self.end)
+        f.write(data)
+        ref = (self.end, len(data))
+        self.end += len(data)
+        return ref
+
+    def get(self, ref: tuple[int, int]):
+        self.file.seek(ref[0])
+        return loads(self.file.read(ref[1]))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class RecordStore:
+    def __init__(self, spill_at: int = 500, key: Callable[[dict], tuple] | None = None):
+        self.spill_at = spill_at
+        self.key = key
+        self.records: list[dict] | None = []
+        self.spool: Spool | None = None
+        self.index: list[tuple] = []   # sort key + (offset, length), once spilled
+
+    def add(self, rec: dict) -> None:
+        if self.records is not None:
+            self.records.append(rec)
+            if len(self.records) > self.spill_at:
+                self.spool = Spool()
+                records, self.records = self.records, None
+                for r in records:
+                    self._put(r)
+            return
+        self._put(rec)
+
+    def _put(self, rec: dict) -> None:
+        self.index.append((self.key(rec) if self.key else ()) + self.spool.put(rec))
+
+    def sort(self) -> None:
+        if self.records is not None:
+            if self.key:
+                self.records.sort(key=self.key)
+        elif self.key:
+            self.index.sort(key=lambda e: e[:-2])
+
+    def __len__(self) -> int:
+        return len(self.records) if self.records is not None else len(self.index)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.records is not None:
+            yield from self.records
+            return
+        for e in self.index:
+            yield self.spool.get(e[-2:])
+
+    def __getitem__(self, item):
+        if self.records is not None:
+            return self.records[item]
+        if isinstance(item, slice):
+            return [self.spool.get(e[-2:]) for e in self.index[item]]
+        return self.spool.get(self.index[item][-2:])
+
+    def raw_lines(self) -> Iterator[bytes]:
+        if self.records is not None:
+            for rec in self.records:
+                yield dumps(rec)
+            return
+        f = self.spool.file
+        for e in self.index:
+            off, ln = e[-2:]
+            f.seek(off)
+            yield f.read(ln)
+
+    def to_list(self) -> list[dict]:
+        return list(self)
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
