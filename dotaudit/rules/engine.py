@@ -246,16 +246,20 @@ def rule_paths(rule: Rule) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
-def project(flow: dict, paths: tuple[str, ...]) -> dict:
+def projector(paths: tuple[str, ...]):
+    """The (path parts, getter) pairs ``project`` walks, built once per rule."""
+    return tuple((tuple(p.split(".")), make_getter(p)) for p in paths)
+
+
+def project(flow: dict, paths) -> dict:
     """A small copy of ``flow`` with only ``paths`` (long lists cut): what a finding needs."""
     out: dict = {}
-    for path in paths:
-        value = make_getter(path)(flow)
+    for parts, get in paths:
+        value = get(flow)
         if value is None:
             continue
         if isinstance(value, list) and len(value) > MAX_PROJECTED_LIST:
             value = value[:MAX_PROJECTED_LIST]
-        parts = path.split(".")
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -319,7 +323,7 @@ class _GroupSpec:
     def __init__(self, rule: Rule, spool: "Spool"):
         self.sum_keys = _SUM_KEY.findall(getattr(rule.extras, "message", "") or "")
         self.sum_getters = [make_getter(k[4:]) for k in self.sum_keys]
-        self.paths = rule_paths(rule)
+        self.paths = projector(rule_paths(rule))
         self.related = rule.related_getter
         self.spool = spool
 

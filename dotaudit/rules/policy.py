@@ -162,6 +162,12 @@ def _ip(value: str):
 def _in_networks(ip: str | None, nets: tuple[IpNetwork, ...]) -> bool:
     if not ip or not nets:
         return False
+    return _in_networks_cached(ip, nets)
+
+
+@lru_cache(maxsize=65536)
+def _in_networks_cached(ip: str, nets: tuple[IpNetwork, ...]) -> bool:
+    """Once per address: a gateway capture asks about the same resolvers thousands of times."""
     addr = _ip(ip)
     if addr is None:
         return False
