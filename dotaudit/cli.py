@@ -321,6 +321,11 @@ from .merge import merge_command  # noqa: E402
 
 main.add_command(merge_command)
 
+try:  # dotaudit live (issue 8)
+    from .live_cli import live_command; main.add_command(live_command)  # noqa: E702
+except ImportError:  # pragma: no cover
+    pass
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

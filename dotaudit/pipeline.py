@@ -31,6 +31,7 @@ class Collector:
         self.options = options
         self.records = FlowStore()
         self.latency = LatencyStats()
+        self.damage = [0, 0, 0]   # malformed DNS messages, broken DNS/TCP framings, flows with bad TLS
         self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
         self.capture_end_ts = 0.0
 
@@ -38,6 +39,12 @@ class Collector:
         rec = build_record(flow, self.options, self.capture_end_ts)
         self.by_class[flow.cls] = self.by_class.get(flow.cls, 0) + 1
         if rec is not None:
+            dns, tls = rec["dns"], rec["tls"]
+            if dns:
+                self.damage[0] += dns["malformed"]
+                self.damage[1] += dns["tcp_length_errors"]
+            if tls and tls.get("malformed"):
+                self.damage[2] += 1
             self.latency.add(rec)
             self.records.add(rec)
 
@@ -107,14 +114,7 @@ def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -
     records.number()
     st = table.stats.to_json()
     st["fragments_dropped"] = table.defrag.dropped
-    dns_malformed = tls_malformed = dns_tcp_errors = 0
-    for r in records:
-        dns = r["dns"]
-        if dns:
-            dns_malformed += dns.get("malformed", 0)
-            dns_tcp_errors += dns.get("tcp_length_errors", 0)
-        if r.get("tls") and r["tls"].get("malformed"):
-            tls_malformed += 1
+    dns_malformed, dns_tcp_errors, tls_malformed = collector.damage
     skipped = []
     for idx, info in enumerate(infos):
         for err in info.errors.values():

@@ -83,7 +83,7 @@ class Flow:
     __slots__ = (
         "proto", "ipver", "cip", "cport", "sip", "sport", "vlans", "input", "first_ts", "last_ts",
         "first_frame", "last_frame", "pk_c", "pk_s", "by_c", "by_s", "pl_c", "pl_s", "mode", "hint", "cls",
-        "ckey", "skey", "ended", "closed",
+        "id", "ckey", "skey", "ended", "closed",
         # tcp
         "syn", "syn_ack", "ack_seen", "syn_frame", "syn_ts", "syn_ack_frame", "syn_ack_ts", "ack_frame", "ack_ts",
         "syn_retries", "midstream", "rst_from", "rst_frame", "rst_ts", "fin_from", "tfo", "tfo_data", "mss",
@@ -108,6 +108,7 @@ class Flow:
         self.mode = OTHER
         self.hint = None
         self.cls = None
+        self.id = 0
         self.ended = None
         self.closed = False
         self.syn = self.syn_ack = self.ack_seen = False

@@ -69,7 +69,7 @@ def build_record(flow: Flow, options: AnalysisOptions, capture_end_ts: float) ->
     if cls == "other" and not options.all_flows:
         return None
     rec = {
-        "id": 0,
+        "id": flow.id,
         "input": flow.input,
         "transport": "tcp" if flow.proto == 6 else "udp",
         "ip_version": flow.ipver,

@@ -3,7 +3,8 @@
 A gateway capture has tens of thousands of DNS flows; their records must not grow the process
 with the capture (memory is bounded by live flows).  Records are kept in memory up to
 ``spill_at``; beyond that all of them go, as compact JSON lines, to an anonymous temporary file
-that is read back sequentially in report order.  The heap keeps one small index entry a flow.
+and the heap keeps three numbers a flow (id, offset, length).  A record can be replaced (the new
+version is appended and the offset moved), and the store reads back in id order.
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ class FlowStore:
         self.spill_at = spill_at
         self.records: list[dict] | None = []
         self.file = None
-        # when spilled: parallel arrays (8 bytes a value), and the report order as a permutation
-        self.keys_input = array("q")
-        self.keys_frame = array("q")
-        self.keys_ts = array("d")
+        self.end = 0
+        self.ids = array("q")
         self.offsets = array("q")
         self.lengths = array("q")
-        self.order: array | None = None
-        self.numbered_in_file = True   # the ids stored in the spill file are the report's ids
+        self.order: list[int] | None = None   # positions in id order, once ``number`` ran
 
     def __len__(self) -> int:
         return len(self.records) if self.records is not None else len(self.offsets)
@@ -45,13 +43,15 @@ class FlowStore:
     def spilled(self) -> bool:
         return self.records is None
 
-    def add(self, rec: dict) -> None:
+    def add(self, rec: dict) -> int:
+        """Store a record; return its position (for ``get``/``replace``)."""
         if self.records is not None:
             self.records.append(rec)
             if len(self.records) > self.spill_at:
                 self._spill()
-            return
+            return len(self) - 1
         self._write(rec)
+        return len(self.offsets) - 1
 
     def _spill(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="dotaudit-flows-")
@@ -59,42 +59,54 @@ class FlowStore:
         for rec in records:
             self._write(rec)
 
-    def _write(self, rec: dict) -> None:
-        line = _dumps(rec) + b"\n"
-        off = self.file.seek(0, 2)
+    def _append(self, rec: dict) -> tuple[int, int]:
+        line = _dumps(rec)
+        self.file.seek(self.end)
         self.file.write(line)
-        self.keys_input.append(rec["input"])
-        self.keys_frame.append(rec["first_frame"])
-        self.keys_ts.append(rec["first_ts"])
+        off = self.end
+        self.end += len(line)
+        return off, len(line)
+
+    def _write(self, rec: dict) -> None:
+        off, ln = self._append(rec)
+        self.ids.append(rec["id"])
         self.offsets.append(off)
-        self.lengths.append(len(line))
+        self.lengths.append(ln)
+
+    def get(self, pos: int) -> dict:
+        if self.records is not None:
+            return self.records[pos]
+        self.file.seek(self.offsets[pos])
+        return _loads(self.file.read(self.lengths[pos]))
+
+    def replace(self, pos: int, rec: dict) -> None:
+        if self.records is not None:
+            self.records[pos] = rec
+            return
+        off, ln = self._append(rec)
+        self.offsets[pos] = off
+        self.lengths[pos] = ln
 
     def number(self) -> None:
-        """Sort into report order (input, first frame) and give ids 1..N."""
+        """Fix the report order: by flow id (ids follow the first packet of each flow)."""
         if self.records is not None:
-            self.records.sort(key=lambda r: (r["input"], r["first_frame"], r["first_ts"]))
-            for i, rec in enumerate(self.records, 1):
-                rec["id"] = i
+            self.records.sort(key=lambda r: r["id"])
+            self.order = None
         else:
-            # ids are given by position when read back; the file is rewritten by map() or,
-            # at the latest, by raw_lines()
-            ki, kf, kt = self.keys_input, self.keys_frame, self.keys_ts
-            self.order = array("q", sorted(range(len(ki)), key=lambda i: (ki[i], kf[i], kt[i])))
-            self.numbered_in_file = False
+            ids = self.ids
+            self.order = sorted(range(len(ids)), key=ids.__getitem__)
+
+    def _positions(self):
+        if self.records is not None:
+            return range(len(self.records))
+        return self.order if self.order is not None else range(len(self.offsets))
 
     def __iter__(self) -> Iterator[dict]:
         if self.records is not None:
             yield from self.records
             return
-        f = self.file
-        loads = _loads
-        offsets, lengths = self.offsets, self.lengths
-        order = self.order if self.order is not None else range(len(offsets))
-        for i, j in enumerate(order, 1):
-            f.seek(offsets[j])
-            rec = loads(f.read(lengths[j]))
-            rec["id"] = i
-            yield rec
+        for pos in self._positions():
+            yield self.get(pos)
 
     def raw_lines(self) -> Iterator[bytes]:
         """Each record as one compact JSON line (no newline), in order."""
@@ -102,33 +114,16 @@ class FlowStore:
             for rec in self.records:
                 yield _dumps(rec)
             return
-        if not self.numbered_in_file:
-            for rec in self:
-                yield _dumps(rec)
-            return
         f = self.file
-        for off, ln in zip(self.offsets, self.lengths):
-            f.seek(off)
-            yield f.read(ln - 1)
+        offsets, lengths = self.offsets, self.lengths
+        for pos in self._positions():
+            f.seek(offsets[pos])
+            yield f.read(lengths[pos])
 
     def map(self, fn: Callable[[dict], dict]) -> None:
-        """Replace every record by ``fn(record)``, in order (the file is rewritten once)."""
-        if self.records is not None:
-            self.records = [fn(r) for r in self.records]
-            return
-        new = tempfile.TemporaryFile(prefix="dotaudit-flows-")
-        offsets, lengths = array("q"), array("q")
-        for rec in self:
-            rec = fn(rec)
-            line = _dumps(rec) + b"\n"
-            offsets.append(new.tell())
-            new.write(line)
-            lengths.append(len(line))
-        self.file.close()
-        self.file = new
-        self.offsets, self.lengths = offsets, lengths
-        self.order = None   # the new file is in report order
-        self.numbered_in_file = True
+        """Replace every record by ``fn(record)``, in order."""
+        for pos in list(self._positions()):
+            self.replace(pos, fn(self.get(pos)))
 
     def to_list(self) -> list[dict]:
         return list(self)

@@ -20,6 +20,7 @@ from .fragments import Defragmenter
 from . import known
 
 _TCP = struct.Struct("!HHIIBB")
+_EMPTY: dict = {}
 _IP4 = struct.Struct("!BxHHHxB2x4s4s")
 _UDP = struct.Struct("!HH")
 
@@ -85,24 +86,38 @@ class FlowTable:
         if not frame & SWEEP_MASK:
             self.now = ts
             self.sweep(ts)
-        if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0:
-            # Fast path: a packet of a flow already known to be uninteresting (IPv4 without
-            # options, not a fragment) costs a lookup and a timestamp, nothing more.
-            if self.fast_other and data[14] == 0x45 and not (data[20] & 0x3F or data[21]) and len(data) >= 48:
-                proto = data[23]
-                if proto == 6:
-                    hit = self.tcp.get(data[26:38])
+        if linktype == 1 and self.fast_other:
+            # Fast path: a packet of a flow already known to be uninteresting (Ethernet, maybe
+            # one 802.1Q tag, IPv4 without options or IPv6 without extension headers, not a
+            # fragment) costs one lookup and a timestamp.  Its key bytes are contiguous on
+            # the wire: addresses then ports.
+            try:
+                off = 18 if data[12] == 0x81 and data[13] == 0 else 14
+                et = (data[off - 2] << 8) | data[off - 1]
+                if et == 0x0800:
+                    if data[off] == 0x45 and not (data[off + 6] & 0x3F or data[off + 7]):
+                        proto = data[off + 9]
+                        hit = (self.tcp if proto == 6 else self.udp if proto == 17 else _EMPTY).get(
+                            data[off + 12:off + 24])
+                        if hit is not None and hit[0].mode is OTHER:
+                            flow = hit[0]
+                            flow.last_ts = ts
+                            if proto == 6 and data[off + 33] & 0x05:  # FIN or RST
+                                flow.closed = True
+                            return
+                elif et == 0x86DD:
+                    proto = data[off + 6]
+                    hit = (self.tcp if proto == 6 else self.udp if proto == 17 else _EMPTY).get(
+                        data[off + 8:off + 44])
                     if hit is not None and hit[0].mode is OTHER:
                         flow = hit[0]
                         flow.last_ts = ts
-                        if data[47] & 0x05:  # FIN or RST
+                        if proto == 6 and data[off + 53] & 0x05:
                             flow.closed = True
                         return
-                elif proto == 17:
-                    hit = self.udp.get(data[26:38])
-                    if hit is not None and hit[0].mode is OTHER:
-                        hit[0].last_ts = ts
-                        return
+            except IndexError:
+                pass
+        if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0:
             ver, off, vlans = 4, 14, ()
         else:
             loc = locate_ip(linktype, data)
@@ -258,6 +273,7 @@ class FlowTable:
         flow.ckey = ckey
         flow.skey = skey
         self.stats.flows += 1
+        flow.id = self.stats.flows   # in order of each flow's first packet, across inputs
 
     def _new_tcp(self, key, ts, flags, sport, dport, src, dst, ver, vlans):
         rkey = dst + src + key[-2:] + key[-4:-2]
