@@ -227,7 +227,7 @@ def _pair_key(flow: dict) -> tuple:
 _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
 
 
-GROUP_SAMPLE = 5
+GROUP_SAMPLE = 3
 """An aggregated finding keeps this many (projected) flows for its evidence and message."""
 BASE_PATHS = ("id", "class", "transport", "first_ts", "last_ts", "client", "server", "first_frame",
               "tcp.syn_frame", "tcp.rst_frame", "tls.frames", "dns.frames_sample")

@@ -159,15 +159,23 @@ def _ip(value: str):
         return None
 
 
+_MEMBERSHIP: dict[tuple[str, int], tuple[tuple, bool]] = {}
+
+
 def _in_networks(ip: str | None, nets: tuple[IpNetwork, ...]) -> bool:
+    """Once per address and network list: a capture asks about the same resolvers many times."""
     if not ip or not nets:
         return False
-    return _in_networks_cached(ip, nets)
+    key = (ip, id(nets))   # the entry holds ``nets`` itself, so its id cannot be reused meanwhile
+    hit = _MEMBERSHIP.get(key)
+    if hit is None:
+        if len(_MEMBERSHIP) > 65536:
+            _MEMBERSHIP.clear()
+        hit = _MEMBERSHIP[key] = (nets, _in_networks_uncached(ip, nets))
+    return hit[1]
 
 
-@lru_cache(maxsize=65536)
-def _in_networks_cached(ip: str, nets: tuple[IpNetwork, ...]) -> bool:
-    """Once per address: a gateway capture asks about the same resolvers thousands of times."""
+def _in_networks_uncached(ip: str, nets: tuple[IpNetwork, ...]) -> bool:
     addr = _ip(ip)
     if addr is None:
         return False
