@@ -3,7 +3,7 @@
 #   make test   install what the tests need (apt and pip) and run them
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-APT_PACKAGES = tshark tcpdump chromium
+APT_PACKAGES = tshark tcpdump chromium tcpreplay iproute2 libpcap0.8 libcap2-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-deps apt-deps lab bench

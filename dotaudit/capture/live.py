@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import queue
+import select
 import shutil
 import subprocess
 import threading
@@ -113,6 +114,8 @@ class PcapSource:
         self.iface = iface
         self.filter = bpf
         check_filter(bpf, snaplen=snaplen)
+        if not interface_exists(iface):  # before opening: a typo is a usage error even without privileges
+            raise LiveError(f"no such interface: {iface}", EXIT_USAGE)
         errbuf = ctypes.create_string_buffer(256)
         handle = w.pcap_create(iface.encode(), errbuf)
         if not handle:
@@ -142,15 +145,27 @@ class PcapSource:
             self.close()
             raise LiveError(f"bad capture filter {bpf!r}: {detail}", EXIT_USAGE)
         w.pcap_freecode(ctypes.byref(prog))
+        # Non-blocking reads plus poll() on the selectable fd: with TPACKET_V3 a blocking read
+        # never times out while no packet arrives, and the service must run its timers.
+        errbuf2 = ctypes.create_string_buffer(256)
+        w.pcap_setnonblock(handle, 1, errbuf2)
+        self._poll = select.poll()
+        self._poll.register(w.pcap_get_selectable_fd(handle), select.POLLIN)
+        self._timeout_ms = timeout_ms
         self.linktype = w.pcap_datalink(handle)
         self._hdr = ctypes.POINTER(w.pcap_pkthdr)()
         self._data = ctypes.POINTER(ctypes.c_ubyte)()
         self._next_ex = w.pcap_next_ex
+        self._hdr_ref = ctypes.byref(self._hdr)
+        self._data_ref = ctypes.byref(self._data)
         self._stat = w.pcap_stat()
         self._last = {"received": 0, "kernel_drops": 0, "if_drops": 0}
 
     def next(self) -> Optional[tuple[float, bytes, int]]:
-        rc = self._next_ex(self.handle, ctypes.byref(self._hdr), ctypes.byref(self._data))
+        rc = self._next_ex(self.handle, self._hdr_ref, self._data_ref)
+        if rc == 0:  # nothing buffered: wait (bounded) for the kernel to hand over a block
+            self._poll.poll(self._timeout_ms)
+            rc = self._next_ex(self.handle, self._hdr_ref, self._data_ref)
         if rc == 1:
             h = self._hdr.contents
             return h.ts.tv_sec + h.ts.tv_usec * 1e-6, ctypes.string_at(self._data, h.caplen), h.len
@@ -171,8 +186,22 @@ class PcapSource:
                 self._last[key] = prev - low + value + (1 << 32 if value < low else 0)
         return dict(self._last)
 
+    def stop(self) -> None:
+        """Nothing to stop: the kernel keeps buffering until ``close()``."""
+
+    def drain(self):
+        """Packets already captured (incl. a block the kernel retires within one read timeout)."""
+        if self.handle is None:
+            return
+        while True:
+            pkt = self.next()
+            if pkt is None:
+                return
+            yield pkt
+
     def close(self) -> None:
         if getattr(self, "handle", None) is not None:
+            self.stats()  # keep the last counters for the final report
             self._w.pcap_close(self.handle)
             self.handle = None
 
@@ -266,6 +295,9 @@ class TsharkSource:
         return {"received": received, "kernel_drops": 0, "if_drops": self.info.interface_drops}
 
     def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         """Stop tshark and let the reader consume what it wrote (incl. the statistics block)."""
         self._closing = True
         if self.proc.poll() is None:
@@ -277,7 +309,7 @@ class TsharkSource:
                 self.proc.wait()
 
     def drain(self):
-        """Packets still queued after ``close()``."""
+        """Packets still queued after ``stop()``."""
         while True:
             try:
                 item = self._q.get(timeout=2.0)

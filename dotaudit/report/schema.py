@@ -137,7 +137,7 @@ _input = {
                  "errors"],
     "properties": {
         "path": {"type": "string"},
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "sha256": {"type": "string", "pattern": "^([0-9a-f]{64})?$"},  # empty for a live capture
         "format": {"enum": ["pcap", "pcap-ns", "pcapng", "live", "unknown"]},
         "linktypes": {"type": "array", "items": {"type": "string"}},
         "packets": {"type": "integer", "minimum": 0},
