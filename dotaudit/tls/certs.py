@@ -221,6 +221,8 @@ def _short(exc: Exception) -> str:
     m = re.search(r"Forbidden signature algorithm.*params: (\w+)", msg)
     if m:
         msg = f"forbidden signature algorithm {m.group(1)}"
+    if "all candidates exhausted with no interior errors" in msg:
+        msg = "no chain to a trust anchor"
     return msg
 
 
@@ -346,6 +348,9 @@ def validate_chain(ders: list[bytes], sni: str | None, reference_time: float,
             lo, hi = max(lo, a_nb), min(hi, a_na)
     when = float(int(lo) + 1) if lo < reference_time < hi and lo + 1 < hi else float(reference_time)
     trusted, err, name_match, chain_len = _validate_cached(ders_t, sni, when, trust)
+    if err == "no chain to a trust anchor" and top is not None:
+        # say which anchor is missing: an old capture may chain to a root since removed
+        err = f"no chain to a trust anchor: {top.issuer.rfc4514_string()} is not in the trust store"
     out.update(trusted=trusted, error=err, name_match=name_match, chain_length=chain_len)
     out["valid"] = bool(trusted and name_match is not False)
     return out
