@@ -214,7 +214,12 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
         _die(130, "interrupted")
     report = assemble(infos, collector, table)
     if not no_rules:
-        apply_rules(report, policy=pol, rules=rules)
+        if progress:
+            from rich.console import Console
+            with Console(stderr=True).status(f"correlating and judging {len(report['flows'])} flows"):
+                apply_rules(report, policy=pol, rules=rules)
+        else:
+            apply_rules(report, policy=pol, rules=rules)
     finalize_summary(report)
     _write_outputs(report, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
                    redact_key=redact_key)
