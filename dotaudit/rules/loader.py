@@ -36,11 +36,15 @@ class RuleError(ValueError):
 
 
 def builtin_rules_dir() -> Path:
-    """The shipped pack: ``$DOTAUDIT_RULES_DIR`` or the repository's top-level ``rules/``."""
+    """The shipped pack: ``$DOTAUDIT_RULES_DIR``, the copy inside the installed package, or the
+    repository's top-level ``rules/``."""
     env = os.environ.get("DOTAUDIT_RULES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "rules"
+    packaged = Path(__file__).resolve().parents[1] / "_rules"   # in the wheel (pyproject force-include)
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "rules"      # a source checkout
 
 
 def repo_root() -> Path:
