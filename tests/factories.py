@@ -82,7 +82,7 @@ def _cert(cn: str = "dns.lab.example", issuer: str = "dotaudit lab CA", key_type
     return {
         "subject": f"CN={cn}",
         "issuer": f"CN={issuer}",
-        "san": [cn],
+        "sans": [cn],
         "not_before": "2023-01-01T00:00:00Z",
         "not_after": "2025-01-01T00:00:00Z",
         "key_type": key_type,
@@ -127,7 +127,7 @@ def _base_flow() -> dict:
         "tls": {
             "version": "TLS 1.3",
             "record_version": "TLS 1.2",
-            "client_versions": ["TLS 1.3", "TLS 1.2"],
+            "versions_offered": ["TLS 1.3", "TLS 1.2"],
             "cipher": copy.deepcopy(_TLS13_CIPHER),
             "ciphers_offered": [
                 "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
@@ -233,7 +233,7 @@ def make_tls12_flow(cipher: str = "ecdhe-gcm", **overrides: Any) -> dict:
     tls = flow["tls"]
     tls.update({
         "version": "TLS 1.2",
-        "client_versions": ["TLS 1.2"],
+        "versions_offered": ["TLS 1.2"],
         "cipher": copy.deepcopy(c),
         "alpn": "dot",
         "certificates": [_cert(), _cert(cn="dotaudit lab CA", issuer="dotaudit lab CA", self_signed=True)],

@@ -424,13 +424,15 @@ def offers_weak(tls: dict) -> bool:
 
 def findings_for(flows: list[dict], metas: list[dict]) -> list[dict]:
     out: list[tuple[int, str]] = []
-    failed_dot: dict[str, float] = {}
+    failed_dot: dict[str, tuple[float, float, int]] = {}  # client ip -> (first ts, last ts, flow) of its latest failed DoT
     for i, (fl, meta) in enumerate(zip(flows, metas)):
         cls, tls = fl["class"], fl["tls"]
         if cls == "do53" and not is_local(fl["server"]["ip"]):
             out.append((i, "dns-plaintext-query"))
-            if any(fl["client"]["ip"] == ip and 0 <= fl["_ts"] - ts <= 10 for ip, ts in failed_dot.items()):
-                out.append((i, "dns-plaintext-fallback"))
+            failed = failed_dot.get(fl["client"]["ip"])
+            if failed and failed[0] <= fl["_ts"] and fl["_ts"] - failed[1] <= 10:
+                # the finding names both flows: the cleartext query and the failed DoT attempt
+                out += [(i, "dns-plaintext-fallback"), (failed[2], "dns-plaintext-fallback")]
         if cls == "dns-nonstandard-port":
             out.append((i, "dns-nonstandard-port"))
         if cls in ("do53", "dns-nonstandard-port") and fl["dns"]["padding"] and not is_local(fl["server"]["ip"]):
@@ -438,7 +440,7 @@ def findings_for(flows: list[dict], metas: list[dict]) -> list[dict]:
         if cls == "dot-nonstandard-port":
             out.append((i, "dot-nonstandard-port"))
         if fl["failure"] is not None and cls in ("dot", "dot-nonstandard-port"):
-            failed_dot[fl["client"]["ip"]] = fl["_ts"]
+            failed_dot[fl["client"]["ip"]] = (fl["_ts"], fl["_last_ts"], i)
         if fl["failure"] == "reset" and tls and tls["version"] is None and fl["_c2s_payload"] == 0:
             out.append((i, "dot-port-unreachable"))
         elif fl["failure"] == "reset":
@@ -488,8 +490,9 @@ def findings_for(flows: list[dict], metas: list[dict]) -> list[dict]:
         if fl["class"] in ("dot", "dot-nonstandard-port") and fl["tls"] and fl["tls"]["established"]:
             groups.setdefault((fl["client"]["ip"], fl["server"]["ip"], fl["server"]["port"]), []).append(i)
     for idx in groups.values():
-        if len(idx) >= 3 and all(flows[i]["dns"]["queries"] == 1 for i in idx):
-            out += [(i, "dot-no-connection-reuse") for i in idx]
+        single = [i for i in idx if flows[i]["dns"]["queries"] == 1]
+        if len(single) >= 3:
+            out += [(i, "dot-no-connection-reuse") for i in single]
         if len(idx) >= 3 and not any(flows[i]["tls"]["resumed"] for i in idx):
             out += [(i, "dot-no-session-resumption") for i in idx]
     return [{"flow": i, "rule_id": r} for i, r in sorted(set(out))]
@@ -498,14 +501,19 @@ def findings_for(flows: list[dict], metas: list[dict]) -> list[dict]:
 RULE_NOTES = {
     "dot-client-offers-weak": "Fires because the ClientHello lists TLS 1.0 and/or TLS 1.1 in supported_versions "
         "(the defaults of GnuTLS 3.7 and OpenSSL 3.0 on Debian 12) or a NULL/EXPORT/anon/RC4/DES/3DES suite. "
-        "Offering CBC or static-RSA suites alone is not counted as weak in this truth; an auditor that counts "
-        "them would raise it on more flows.",
+        "Offering CBC, static-RSA or SHA-1-MAC suites alone is not counted: RFC 8996 and RFC 7465 forbid offering "
+        "TLS 1.0/1.1 and RC4 (MUST NOT), RFC 9325 4.1 forbids NULL/EXPORT/anon/DES/3DES, while CBC and static RSA are "
+        "only not recommended for negotiation (judged on the negotiated suite by dot-cipher-cbc/-no-pfs) and are "
+        "offered by every default OpenSSL/GnuTLS/Python client.",
     "dot-cert-not-observable": "Listed once per TLS 1.3 flow; an auditor that de-duplicates per server would "
         "raise it once per client/server pair.",
-    "dot-no-connection-reuse": "Cross-flow fact over >= 3 established DoT connections from one client to one "
-        "server address and port, each carrying exactly one query; every flow of the group is listed.",
+    "dot-no-connection-reuse": "Cross-flow fact: >= 3 established DoT connections from one client to one "
+        "server address and port that each carry exactly one query; those flows are listed. Two are not enough: "
+        "a server may close an idle connection (RFC 7766 6.2.3) and the client must then reconnect once.",
     "dot-no-session-resumption": "Cross-flow fact over >= 3 established DoT connections from one client to one "
-        "server, none resumed; every flow of the group is listed (the first full handshake included).",
+        "server, none resumed; every flow of the group is listed (the first full handshake included). A client "
+        "that resumed at least once there supports resumption (RFC 7858 3.4), and a resuming client makes two "
+        "connections at least, so two connections never fire.",
     "dot-handshake-alert": "A fatal alert in cleartext during the handshake, from either side (a client "
         "rejecting the certificate counts).",
     "dot-port-unreachable": "The flow has no payload: it is classed dot by port 853 alone, because that is what "
@@ -513,12 +521,16 @@ RULE_NOTES = {
     "dot-connect-timeout": "The flow has no payload: it is classed dot by port 853 alone, because that is what "
         "the client attempted.",
     "dot-cert-untrusted": "Trust anchor: pcaps/lab/ca.pem only. A self-signed leaf is both self-signed and "
-        "untrusted.",
+        "untrusted (no path to an anchor, RFC 5280 6.1). A lab-CA leaf that is expired, not yet valid or SHA-1-signed "
+        "is reported by its own rule, not as untrusted.",
     "dot-cert-weak-signature": "The leaf is signed by the lab CA with SHA-1, so it chains to the trust anchor "
-        "(dot-cert-untrusted does not fire); validators at OpenSSL security level >= 1 reject it.",
+        "(dot-cert-untrusted does not fire: one cause, one finding); validators at OpenSSL security level >= 1 and "
+        "the web-PKI policy reject it, which this rule reports.",
     "dot-tls-version-not-1-3": "Version and cipher rules are judged on established sessions only (as the rule "
         "example in STYLE.md requires tls.established); aborted handshakes still show tls.version.",
-    "dns-plaintext-fallback": "Do53 from the same client within 10 s after its failed DoT attempt (any server).",
+    "dns-plaintext-fallback": "Do53 to a non-local resolver from the same client within 10 s after the end of "
+        "its latest failed DoT attempt (any server). The finding lists both flows: the cleartext query and the "
+        "failed DoT attempt it fell back from.",
 }
 
 
@@ -533,6 +545,7 @@ def build(pcap: Path, keylog: Path | None, metas: list[dict], info: dict, ca_pem
     for fl, meta in zip(raw, metas):
         rec = analyse_flow(fl, ca_pem, names, meta)
         rec["_ts"] = float(_first(fl["frames"][0][0], "frame.time_epoch"))
+        rec["_last_ts"] = float(_first(fl["frames"][-1][0], "frame.time_epoch"))
         rec["_c2s_payload"] = sum(int(_first(layer, "tcp.len") or 0) for layer, _ in fl["frames"]
                                   if _from_client(fl, layer))
         after = False

@@ -118,3 +118,30 @@ def test_policy_facts():
     assert tls12["policy"]["cert_weak_key"] is True
     assert dot["policy"]["tls_handshake_slow"] is True and dot["policy"]["query_rtt_slow"] is False
     assert do53["policy"]["cipher_in_profile"] is None
+
+
+def test_resumed_handshakes_counted_per_pair():
+    flows = [make_flow(id=i, client__port=50000 + i) for i in range(1, 4)]
+    flows[2]["tls"]["resumed"] = True
+    other = make_flow(id=9, client__ip="192.0.2.99")
+    run(flows + [other])
+    assert [f["correlations"]["full_handshakes_to_server"] for f in flows] == [2, 2, 2]
+    assert [f["correlations"]["resumed_handshakes_to_server"] for f in flows] == [1, 1, 1]
+    assert other["correlations"]["resumed_handshakes_to_server"] == 0
+
+
+def test_cert_chain_anchored_by_name():
+    from pathlib import Path
+    ca = str(Path(__file__).resolve().parents[2] / "pcaps" / "lab" / "ca.pem")
+    policy = Policy(trust_anchors=[ca], system_trust=False)
+    bad = {"trusted": False, "expired": True, "not_yet_valid": False, "name_match": True, "expires_in_days": -3}
+    lab = make_tls12_flow(id=1, tls__certificates=[make_cert(issuer="dotaudit lab CA,O=dotaudit lab")],
+                          tls__cert_validation=dict(bad))
+    other = make_tls12_flow(id=2, tls__certificates=[make_cert(issuer="Other CA")], tls__cert_validation=dict(bad))
+    ok = make_tls12_flow(id=3, tls__cert_validation=dict(bad, trusted=True, expired=False))
+    tls13 = make_flow(id=4)
+    run([lab, other, ok, tls13], policy)
+    assert lab["policy"]["cert_chain_anchored"] is True
+    assert other["policy"]["cert_chain_anchored"] is False
+    assert ok["policy"]["cert_chain_anchored"] is True
+    assert tls13["policy"]["cert_chain_anchored"] is None

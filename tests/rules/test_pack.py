@@ -1,5 +1,7 @@
 """Each shipped rule fires on a factory flow built to its intent and not on a compliant one."""
 
+from pathlib import Path
+
 import pytest
 
 from dotaudit.rules.engine import evaluate
@@ -11,6 +13,9 @@ from tests.factories import (
 )
 
 RULES = load_rules()
+LAB_CA = str(Path(__file__).resolve().parents[2] / "pcaps" / "lab" / "ca.pem")
+LAB_CA_NAME = "dotaudit lab CA,O=dotaudit lab"  # make_cert writes "CN=" + issuer: the lab CA's RFC 4514 subject
+LAB_TRUST = Policy(trust_anchors=[LAB_CA], system_trust=False)
 
 
 def fired(flows, policy=None, **report_overrides):
@@ -59,7 +64,7 @@ CASES = {
     "dot-no-padding": ([make_flow(tls__app_record_sizes__c2s=[60, 75, 66])], [make_flow()], None),
     "dot-tls-version-prohibited": ([make_tls12_flow("ecdhe-cbc", tls__version="TLS 1.0")], [make_tls12_flow()], None),
     "dot-tls-version-not-1-3": ([make_tls12_flow()], [make_flow(), make_tls12_flow(tls__version="TLS 1.1")], None),
-    "dot-tls-downgrade-sentinel": ([make_tls12_flow(tls__downgrade_sentinel="tls12", tls__client_versions=["TLS 1.3", "TLS 1.2"])],
+    "dot-tls-downgrade-sentinel": ([make_tls12_flow(tls__downgrade_sentinel="tls12", tls__versions_offered=["TLS 1.3", "TLS 1.2"])],
                                    [make_tls12_flow(tls__downgrade_sentinel="tls12"), make_tls12_flow()], None),
     "dot-cipher-null-export-anon": ([make_tls12_flow("null"), make_tls12_flow("export", id=2), make_tls12_flow("anon", id=3)],
                                     [make_tls12_flow("rsa-cbc"), make_flow(id=2)], None),
@@ -68,8 +73,15 @@ CASES = {
     "dot-cipher-no-pfs": ([make_tls12_flow("rsa-cbc")], [make_tls12_flow("ecdhe-cbc"), make_flow(id=2)], None),
     "dot-cipher-cbc": ([make_tls12_flow("ecdhe-cbc")], [make_tls12_flow("ecdhe-gcm"), make_tls12_flow("chacha", id=2)], None),
     "dot-cipher-not-in-profile": ([make_tls12_flow("ecdhe-cbc")], [make_tls12_flow("ecdhe-gcm"), make_flow(id=2)], None),
-    "dot-client-offers-weak": ([make_tls12_flow(tls__offered_weaknesses=["cbc", "sha1_mac"])],
-                               [make_tls12_flow(tls__offered_weaknesses=[])], None),
+    "dot-client-offers-weak": ([make_flow(tls__versions_offered=["TLS 1.3", "TLS 1.2", "TLS 1.1", "TLS 1.0"]),
+                                make_tls12_flow(id=2, tls__versions_offered=["TLS 1.2"], tls__offered_weaknesses=["3des", "cbc"]),
+                                make_tls12_flow(id=3, tls__versions_offered=["TLS 1.2"], tls__ciphers_offered=["TLS_RSA_WITH_RC4_128_SHA"]),
+                                make_failed_dot_flow("alert", id=4, tls__versions_offered=["TLS 1.0"])],
+                               [make_tls12_flow(tls__versions_offered=["TLS 1.2"], tls__offered_weaknesses=[]),
+                                # CBC, static RSA, SHA-1 MACs: offered by every default client, not counted
+                                make_tls12_flow(id=2, tls__versions_offered=["TLS 1.3", "TLS 1.2"],
+                                                tls__offered_weaknesses=["cbc", "no_pfs", "sha1_mac"],
+                                                tls__ciphers_offered=["TLS_RSA_WITH_AES_128_CBC_SHA"])], None),
     "dot-tls-compression": ([make_tls12_flow(tls__compression=1)], [make_tls12_flow()], None),
     "dot-cert-expired": ([make_tls12_flow(tls__cert_validation=cert_bad(trusted=False, expired=True, expires_in_days=-3))],
                          [make_tls12_flow(), make_flow(id=2)], None),
@@ -81,8 +93,19 @@ CASES = {
                                               tls__cert_validation=cert_bad(trusted=False, chain_length=1))],
                              [make_tls12_flow()], None),
     "dot-cert-untrusted": ([make_tls12_flow(tls__cert_validation=cert_bad(trusted=False, error="unable to get local issuer certificate")),
-                            make_tls12_flow(id=2, tls__certificates=[make_cert(self_signed=True)], tls__cert_validation=cert_bad(trusted=False))],
-                           [make_tls12_flow(), make_tls12_flow(id=2, tls__cert_validation=cert_bad(trusted=False, expired=True))], None),
+                            make_tls12_flow(id=2, tls__certificates=[make_cert(self_signed=True)], tls__cert_validation=cert_bad(trusted=False)),
+                            # expired or SHA-1 and issued by a CA that is not an anchor: untrusted too
+                            make_tls12_flow(id=3, tls__certificates=[make_cert(issuer="Other CA", signature_hash="sha1")],
+                                            tls__cert_validation=cert_bad(trusted=False, error="forbidden signature algorithm")),
+                            make_tls12_flow(id=4, tls__certificates=[make_cert(issuer="Other CA")],
+                                            tls__cert_validation=cert_bad(trusted=False, expired=True))],
+                           [make_tls12_flow(),
+                            # issued by the anchor, failing only on dates or a weak signature: their own rules
+                            make_tls12_flow(id=2, tls__certificates=[make_cert(issuer=LAB_CA_NAME)],
+                                            tls__cert_validation=cert_bad(trusted=False, expired=True)),
+                            make_tls12_flow(id=3, tls__certificates=[make_cert(issuer=LAB_CA_NAME, signature_hash="sha1")],
+                                            tls__cert_validation=cert_bad(trusted=False, error="forbidden signature algorithm"))],
+                           LAB_TRUST),
     "dot-cert-name-mismatch": ([make_tls12_flow(tls__cert_validation=cert_bad(name_match=False))],
                                [make_tls12_flow(), make_tls12_flow(id=2, tls__cert_validation=cert_bad(name_checked=False, name_match=None))], None),
     "dot-cert-weak-key": ([make_tls12_flow(tls__certificates=[make_cert(key_type="RSA", key_bits=1024)])],
@@ -104,8 +127,11 @@ CASES = {
     "dot-nonstandard-port": ([make_flow(klass="dot-nonstandard-port", server__port=8853)], [make_flow()], None),
     "dot-no-sni": ([make_flow(tls__sni=None)], [make_flow()], None),
     "dot-unapproved-resolver": ([make_flow()], [make_flow(server__ip="192.0.2.1")], Policy(approved_resolvers=["192.0.2.1"])),
-    "dot-no-connection-reuse": ([one_query(1), one_query(2), one_query(3)], [make_flow(), one_query(2)], None),
-    "dot-no-session-resumption": ([one_query(1), one_query(2)], [one_query(1), one_query(2, resumed=True)], None),
+    "dot-no-connection-reuse": ([one_query(1), one_query(2), one_query(3)], [make_flow(), one_query(2), one_query(3)], None),
+    "dot-no-session-resumption": ([one_query(1), one_query(2), one_query(3)],
+                                  [one_query(1), one_query(2),  # two full handshakes: not yet a pattern
+                                   one_query(3, client__ip="10.0.0.9"), one_query(4, client__ip="10.0.0.9"),
+                                   one_query(5, client__ip="10.0.0.9"), one_query(6, client__ip="10.0.0.9", resumed=True)], None),
     "doh-known-resolver": ([make_flow(klass="doh", server__port=443, tls__alpn="h2")],
                            [make_flow(klass="doh", server__ip="192.0.2.1", server__port=443)], Policy(approved_resolvers=["192.0.2.1"])),
     "doq-observed": ([make_do53_flow(klass="doq", server__port=853, dns=None)], [make_flow()], None),

@@ -2,7 +2,8 @@
 
 Skips (with the reason) only when dotaudit.pipeline is not importable yet, or the capture, its
 policy or the lab CA is missing. Counts compare the number of findings for the rule.
-When a `<case>.truth.json` sits next to the capture, the rule's presence is cross-checked.
+Every lab capture with a `<case>.truth.json` is also compared exactly: the (rule_id, flow)
+pairs dotaudit reports equal the truth file's findings.
 """
 
 import json
@@ -49,19 +50,45 @@ def test_rule_capture(rule, case):
 TRUTHS = sorted(p for p in (ROOT / "pcaps").rglob("*.truth.json")) if (ROOT / "pcaps").is_dir() else []
 
 
+def _endpoint_key(flow: dict) -> tuple:
+    c, s = flow["client"], flow["server"]
+    return (flow["transport"], c["ip"], c["port"], s["ip"], s["port"])
+
+
+def finding_pairs(report: dict, truth_flows: list[dict]) -> set[tuple]:
+    """(rule_id, truth flow index) for every flow id of every finding; None for capture-level ones.
+
+    A report flow maps to the truth flow with the same transport and client/server ip+port; a
+    report flow the truth does not describe maps to ("unknown", report flow id), which never
+    equals a truth entry."""
+    truth_index = {_endpoint_key(f): i for i, f in enumerate(truth_flows)}
+    assert len(truth_index) == len(truth_flows), "truth flows with the same endpoints"
+    by_id = {f["id"]: truth_index.get(_endpoint_key(f), ("unknown", f["id"])) for f in report["flows"]}
+    pairs = set()
+    for finding in report["findings"]:
+        ids = finding.get("flow_ids") or []
+        assert not finding.get("flow_ids_total") or finding["flow_ids_total"] <= len(ids), "flow ids capped"
+        if not ids:
+            pairs.add((finding["rule_id"], None))
+        for fid in ids:
+            pairs.add((finding["rule_id"], by_id.get(fid, ("unknown", fid))))
+    return pairs
+
+
 @pytest.mark.parametrize("truth", TRUTHS, ids=[str(p.relative_to(ROOT)) for p in TRUTHS])
 def test_truth_rule_ids(truth):
-    """The rules a capture's truth file lists fire; pack rules it does not list do not."""
+    """Per capture, the set of (rule_id, truth flow) pairs dotaudit finds equals the truth's.
+
+    Capture-level findings (flow_ids empty) are (rule_id, None) and must be listed in the truth
+    as {"rule_id": ..., "flow": null}. No tolerated extras, no tolerated misses."""
     data = json.loads(truth.read_text())
-    if "findings" not in data:
-        pytest.skip("truth file has no findings list")
+    assert "findings" in data, "truth file has no findings list"
     pcap = next((p for p in truth.parent.glob(truth.name.replace(".truth.json", ".*"))
                  if p.suffix in (".pcap", ".pcapng")), None)
     if pcap is None:
         pytest.skip("capture missing")
     report = _audit(str(pcap.relative_to(ROOT)), DEFAULT_TEST_POLICY)
-    expected = {f["rule_id"] for f in data["findings"]}
-    got = {f["rule_id"] for f in report["findings"]}
-    pack = {r.name for r in RULES}
-    assert expected & pack <= got, f"missing: {sorted((expected & pack) - got)}"
-    assert got <= expected | {"dot-cert-not-observable", "capture-incomplete"}, f"extra: {sorted(got - expected)}"
+    expected = {(f["rule_id"], f["flow"]) for f in data["findings"]}
+    got = finding_pairs(report, data["flows"])
+    missing, extra = sorted(expected - got, key=str), sorted(got - expected, key=str)
+    assert not missing and not extra, f"missing: {missing}; extra: {extra}"
