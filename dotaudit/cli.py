@@ -120,10 +120,8 @@ def main() -> None:
 
 
 def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | None):
-    try:
-        from .rules.policy import PolicyError, load_policy
-    except ImportError:
-        return None
+    from .rules.policy import PolicyError, load_policy
+
     try:
         policy = load_policy(path)
     except PolicyError as exc:
@@ -135,12 +133,30 @@ def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | Non
     if at:
         updates["reference_time"] = at
     if updates:
-        try:
-            policy = policy.model_copy(update=updates)
-        except AttributeError:
-            for k, v in updates.items():
-                setattr(policy, k, v)
+        policy = policy.model_copy(update=updates)
     return policy
+
+
+def judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows):
+    """Policy (with --trust-anchor, --at, --disable applied), rules and analysis options, as
+    ``audit`` and ``live`` take them; a bad policy or rule file exits 2 with one line."""
+    from .pipeline import options_from_policy
+    from .rules.loader import RuleError, load_rules
+
+    pol = _load_policy(policy_file, trust_anchors, at)
+    if disable:
+        pol = pol.model_copy(update={"disabled_rules": list(pol.disabled_rules) + list(disable)})
+    rules = None
+    if not no_rules:
+        try:
+            rules = load_rules(rule_dirs, set(pol.disabled_rules))
+        except RuleError as exc:
+            _die(EXIT_USAGE, str(exc))
+    try:
+        options = options_from_policy(pol, all_flows=all_flows)
+    except ValueError as exc:
+        _die(EXIT_USAGE, f"--at: {exc}")
+    return pol, rules, options
 
 
 @main.command(epilog=FORMATS_HELP + "\n\n" + EXIT_HELP)
@@ -177,33 +193,12 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
       dotaudit audit capture.pcap -f html -f md -f json -o out/   # out/report.html ...
     """
     from .capture.pcap import CaptureError
-    from .pipeline import apply_rules, assemble, finalize_summary, options_from_policy, run_files, stderr_is_tty
+    from .pipeline import apply_rules, assemble, finalize_summary, run_files, stderr_is_tty
 
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
     formats = _resolve_formats(fmts, output)
-    pol = _load_policy(policy, trust_anchors, at)
-    if pol is not None and disable:
-        try:
-            pol = pol.model_copy(update={"disabled_rules": list(pol.disabled_rules) + list(disable)})
-        except AttributeError:
-            pass
-    rules = None
-    if not no_rules:
-        try:
-            from .rules.loader import RuleError, load_rules
-        except ImportError:
-            rules = None
-        else:
-            try:
-                disabled = set(disable) | set(getattr(pol, "disabled_rules", ()) or ())
-                rules = load_rules(rule_dirs, disabled)
-            except RuleError as exc:
-                _die(EXIT_USAGE, str(exc))
-    try:
-        options = options_from_policy(pol, all_flows=all_flows)
-    except ValueError as exc:
-        _die(EXIT_USAGE, f"--at: {exc}")
+    pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows)
     if progress is None:
         progress = stderr_is_tty()
     try:

@@ -66,9 +66,8 @@ def live_command(iface, bpf, interval, duration, period, archive, output, fmt, p
       dotaudit live -i eth1 --duration 60 --format text
     """
     from .capture.live import check_filter, open_source
-    from .cli import _load_policy
+    from .cli import judging_setup
     from .live import LiveService
-    from .pipeline import options_from_policy
 
     if output and output != "-":
         d = os.path.dirname(os.path.abspath(output))
@@ -78,28 +77,7 @@ def live_command(iface, bpf, interval, duration, period, archive, output, fmt, p
         check_filter(bpf, snaplen=snaplen)
     except LiveError as exc:
         _die(exc.code, str(exc))
-    pol = _load_policy(policy, trust_anchors, at)
-    if pol is not None and disable:
-        try:
-            pol = pol.model_copy(update={"disabled_rules": list(pol.disabled_rules) + list(disable)})
-        except AttributeError:
-            pass
-    rules = None
-    if not no_rules:
-        try:
-            from .rules.loader import RuleError, load_rules
-        except ImportError:
-            rules = None
-        else:
-            try:
-                disabled = set(disable) | set(getattr(pol, "disabled_rules", ()) or ())
-                rules = load_rules(rule_dirs, disabled)
-            except RuleError as exc:
-                _die(2, str(exc))
-    try:
-        options = options_from_policy(pol, all_flows=all_flows)
-    except ValueError as exc:
-        _die(2, f"--at: {exc}")
+    pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows)
     try:
         source = open_source(engine, iface, bpf, snaplen=snaplen, promisc=not no_promisc,
                              buffer_bytes=buffer_size << 20)
