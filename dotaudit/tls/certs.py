@@ -148,6 +148,16 @@ def _cert_facts_cached(der: bytes) -> tuple:
         return (("error", "certificate does not parse"), ("sha256", sha))
     facts: dict = {}
     try:
+        _fill_facts(cert, facts, sha)
+    except Exception as exc:  # cryptography parses lazily: a damaged field fails on first use
+        facts["error"] = f"certificate field does not parse ({type(exc).__name__})"
+        facts.setdefault("sha256", sha)
+        facts.setdefault("sans", [])
+    return tuple(facts.items())
+
+
+def _fill_facts(cert: x509.Certificate, facts: dict, sha: str) -> None:
+    try:
         facts["subject"] = cert.subject.rfc4514_string()
     except Exception:
         facts["subject"] = None
@@ -200,7 +210,6 @@ def _cert_facts_cached(der: bytes) -> tuple:
         facts["is_ca"] = bool(bc.ca)
     except Exception:
         facts["is_ca"] = None
-    return tuple(facts.items())
 
 
 def certificate_facts(der: bytes) -> dict:

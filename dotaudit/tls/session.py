@@ -514,6 +514,8 @@ class TlsSession:
             "error": self.error, "history": "".join(self.history), "alerts": [],
             "established": False, "handshake_complete": self.handshake_complete,
             "resumed": False, "frames": dict(self.frames), "ts": dict(self.ts),
+            # list-valued fields keep their type, so the report stays valid
+            "alpn_offered": [], "certificates": [], "failure": None,
         })
         return out
 
