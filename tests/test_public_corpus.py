@@ -29,14 +29,17 @@ EXPECTED_CLASSES = {
     "dmachard_DNS-collector/tests/testsdata/pcap/dnsdump_udp.pcap": {"do53": 15},
     "ntop_nDPI/tests/cfgs/default/pcap/dns_dot.pcap": {"dot": 1},
     "ntop_nDPI/tests/cfgs/default/pcap/doq.pcapng": {"doq": 1},
+    # RFC 8484 DoH over cleartext HTTP/2 on port 80: DNS in clear on a non-DNS port
+    "OISF_suricata-verify/tests/dns-over-http2/dns_over_https.pcap": {"dns-nonstandard-port": 1},
     "seladb_PcapPlusPlus/Tests/Packet++Test/PacketExamples/dns_over_tcp.pcapng": {"do53": 2},
     "seladb_PcapPlusPlus/Tests/Pcap++Test/PcapExamples/DnsPackets.pcap": {"do53": 210, "llmnr": 6, "mdns": 3},
     "seladb_PcapPlusPlus/Tests/Pcap++Test/PcapExamples/many_interfaces-1.pcapng": {"do53": 7},
     "seladb_PcapPlusPlus/Tests/Pcap++Test/PcapExamples/raw_ip.pcap": {"do53": 3},
     "zeek_zeek/testing/btest/Traces/dns/mdns.pcap": {"mdns": 2},
 }
-# DNS that tshark sees and we, by design, do not count as plaintext DNS messages:
-#  - DoH over cleartext HTTP/2 on port 80 (application/dns-message bodies);
+# DNS counted differently from tshark, by design:
+#  - DoH over cleartext HTTP/2 on port 80: tshark counts the 4 response bodies, we also count the
+#    4 queries sent as GET ?dns= parameters (asserted in test_cleartext_doh_over_h2c);
 #  - DoQ: tshark decrypts the QUIC session with keys embedded in the pcapng (DSB); we never
 #    decrypt beyond the Initial packets, whose keys are public.
 DNS_NOT_COUNTED = {"OISF_suricata-verify/tests/dns-over-http2/dns_over_https.pcap",
@@ -111,3 +114,14 @@ def test_doq_by_quic_initial_alpn():
     assert flow["server"]["port"] == 784  # the draft DoQ port: classified by ALPN, not port
     assert any(a.startswith("doq") for a in flow["quic"]["alpn"])
     assert "0xff000020" in flow["quic"]["versions"]
+
+
+def test_cleartext_doh_over_h2c():
+    report = audit([str(PUBLIC / "OISF_suricata-verify/tests/dns-over-http2/dns_over_https.pcap")])
+    (flow,) = report["flows"]
+    assert flow["class"] == "dns-nonstandard-port" and flow["server"]["port"] == 80
+    assert flow["dns"]["carrier"] == "http/2 cleartext"
+    assert flow["dns"]["responses"] == TRUTH["OISF_suricata-verify/tests/dns-over-http2/dns_over_https.pcap"]["dns"]["responses"]
+    assert flow["dns"]["queries"] == 4
+    assert set(flow["dns"]["qnames"]) == {"www.gstatic.com", "nav-edge.smartscreen.microsoft.com"}
+    assert "dns-nonstandard-port" in {f["rule_id"] for f in report["findings"]}

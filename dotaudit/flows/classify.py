@@ -56,6 +56,9 @@ def classify(flow: Flow, tls: dict | None = None) -> str:
                 return "tls-on-853-not-dns"
             return "dot"
         return "other"  # the client itself spoke something else than TLS or DNS
+    if hint == "dns-over-http":
+        # DoH without TLS: every query is in clear on the wire, like DNS on an odd port
+        return "dns-nonstandard-port" if has_dns else "other"
     if hint in ("dot-nonstandard-port", "doh"):
         return hint if flow.c_tls is not False else "other"
     return flow.cls or "other"

@@ -90,7 +90,7 @@ class Flow:
         "wscale", "sack_ok", "c_isn", "s_isn", "cdir", "sdir", "first_payload",
         # analyzers
         "dns", "framers", "tls", "sniff_chunks", "sniff_bytes", "quic_long", "quic_short", "quic_versions",
-        "udp_nondns", "c_tls", "quic_sniffer", "quic_alpn", "quic_sni", "quic_version",
+        "udp_nondns", "c_tls", "quic_sniffer", "quic_alpn", "quic_sni", "quic_version", "http",
     )
 
     def __init__(self, proto, ipver, cip, cport, sip, sport, vlans, input_index, ts, frame):
@@ -133,6 +133,7 @@ class Flow:
         self.udp_nondns = 0
         self.c_tls = None   # did the client's first bytes look like TLS (flows with a TLS analyzer)
         self.quic_sniffer = None
+        self.http = None    # HttpDnsStream of a cleartext DoH flow
         self.quic_alpn = None
         self.quic_sni = None
         self.quic_version = None
@@ -153,6 +154,8 @@ class Flow:
             self.sdir.start(self.s_isn + 1)
         if hint in ("do53", "llmnr", "dns-nonstandard-port"):
             self._add_dns_framers()
+        elif hint == "dns-over-http":
+            self.dns = DnsCollector()   # the HTTP stream starts with the client's first bytes
         elif hint in ("dot", "dot-nonstandard-port", "doh"):
             self._add_tls()
 
@@ -167,6 +170,12 @@ class Flow:
 
     def _sink_c(self, data: bytes, frame: int, ts: float) -> None:
         self.pl_c += len(data)
+        if self.hint == "dns-over-http":
+            if self.http is None:
+                from ..dns.http import HttpDnsStream
+                self.http = HttpDnsStream(self.dns, data)
+            self.http.feed(True, data, frame, ts)
+            return
         if self.c_tls is None and self.tls is not None:
             # the client's first bytes: TLS, or (on 853) plaintext DNS on the DoT port?
             from ..tls.handshake import looks_like_tls, peek_client_hello
@@ -181,18 +190,25 @@ class Flow:
 
     def _sink_s(self, data: bytes, frame: int, ts: float) -> None:
         self.pl_s += len(data)
+        if self.http is not None:
+            self.http.feed(False, data, frame, ts)
+            return
         if self.tls is not None:
             self.tls.feed(False, data, frame, ts)
         if self.framers is not None:
             self.framers[1].feed(data, frame, ts)
 
     def _gap_c(self) -> None:
+        if self.http is not None:
+            self.http.gap(True)
         if self.tls is not None:
             self.tls.gap(True)
         if self.framers is not None:
             self.framers[0].gap()
 
     def _gap_s(self) -> None:
+        if self.http is not None:
+            self.http.gap(False)
         if self.tls is not None:
             self.tls.gap(False)
         if self.framers is not None:
@@ -317,6 +333,13 @@ class Flow:
                 self._decide("doh")
             else:
                 self._decide(None)
+            return
+        from ..dns.http import looks_like_cleartext_doh
+        doh = looks_like_cleartext_doh(buf)
+        if doh:
+            self._decide("dns-over-http")
+            return
+        if doh is None and self.sniff_bytes < SNIFF_MAX_BYTES:
             return
         if len(buf) >= 2:
             ln = (buf[0] << 8) | buf[1]

@@ -96,5 +96,7 @@ def build_record(flow: Flow, options: AnalysisOptions, capture_end_ts: float) ->
         "timing": None,
         "correlations": None,
     }
+    if flow.http is not None and rec["dns"] is not None:
+        rec["dns"]["carrier"] = "http/2 cleartext" if flow.http.h2 else "http/1.1 cleartext"
     rec["timing"] = flow_timing(flow, rec)
     return rec
