@@ -298,10 +298,8 @@ def report(report_file, fmts, output, fail_on, redact, redact_key, ocsf_class):
 
 def _rules_for_report(data: dict):
     """The built-in pack minus the report's disabled rules (junit lists every rule), or None."""
-    try:
-        from .rules.loader import RuleError, load_rules
-    except ImportError:
-        return None
+    from .rules.loader import RuleError, load_rules
+
     disabled = (data.get("policy") or {}).get("disabled_rules") or ()
     try:
         known = {r.name for r in load_rules()}
@@ -310,21 +308,13 @@ def _rules_for_report(data: dict):
         return None
 
 
-try:  # the rule engine's own commands
-    from .rules.cli import rules_group
-except ImportError:  # pragma: no cover - only while the engine is being built
-    rules_group = None
-if rules_group is not None:
-    main.add_command(rules_group)
-
+from .live_cli import live_command  # noqa: E402
 from .merge import merge_command  # noqa: E402
+from .rules.cli import rules_group  # noqa: E402
 
+main.add_command(rules_group)
 main.add_command(merge_command)
-
-try:  # dotaudit live (issue 8)
-    from .live_cli import live_command; main.add_command(live_command)  # noqa: E702
-except ImportError:  # pragma: no cover
-    pass
+main.add_command(live_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

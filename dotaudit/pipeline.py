@@ -17,8 +17,8 @@ from .flows.classify import CLASSES
 from .flows.flow import Flow
 from .flows.record import AnalysisOptions, build_record
 from .flows.store import FlowStore
-from .latency import LatencyStats
 from .flows.table import FlowTable
+from .latency import LatencyStats
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 PROGRESS_EVERY = 16384
@@ -191,21 +191,15 @@ def audit(paths: Sequence[str], *, policy=None, rules=None, options: AnalysisOpt
 
 
 def options_from_policy(policy, *, all_flows: bool = False) -> AnalysisOptions:
+    """What the analyzers take from the policy: trust anchors and the time certificates are judged at."""
+    from .rules.policy import load_policy
+    from .tls.certs import TrustConfig
+
     if policy is None:
-        try:
-            from .rules.policy import load_policy
-            policy = load_policy(None)
-        except ImportError:
-            return AnalysisOptions(all_flows=all_flows)
-    trust = None
+        policy = load_policy(None)
+    trust = TrustConfig(anchors=tuple(policy.trust_anchors or ()), system_trust=policy.system_trust)
     reference_time = None
-    try:
-        from .tls.certs import TrustConfig
-        trust = TrustConfig(anchors=tuple(getattr(policy, "trust_anchors", ()) or ()),
-                            system_trust=getattr(policy, "system_trust", True))
-    except ImportError:
-        pass
-    rt = getattr(policy, "reference_time", "capture")
+    rt = policy.reference_time
     if rt not in (None, "capture"):
         if rt == "now":
             reference_time = _dt.datetime.now(_dt.timezone.utc).timestamp()
@@ -252,11 +246,7 @@ def apply_rules(report: dict, *, policy=None, rules=None) -> None:
 
 def policy_summary(policy) -> dict:
     """The policy the findings were judged by, for the report (reviewers need it)."""
-    try:
-        data = policy.model_dump(mode="json")
-    except AttributeError:
-        data = dict(vars(policy))
-    return data
+    return policy.model_dump(mode="json")
 
 
 def finalize_summary(report: dict) -> None:
