@@ -226,7 +226,7 @@ def apply_rules(report: dict, *, policy=None, rules=None) -> None:
         rules = load_rules(disabled=getattr(policy, "disabled_rules", ()) or ())
     flows = report["flows"]
     correlator = Correlator(policy)
-    for rec in flows:
+    for rec in (flows.scan() if isinstance(flows, FlowStore) else flows):
         correlator.observe(rec)
     evaluator = Evaluator(rules, policy)
 

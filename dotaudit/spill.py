@@ -7,6 +7,7 @@ iterable, sized and sliceable like a list, and sorts by a key computed once per 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Callable, Iterator
 
@@ -28,19 +29,24 @@ class Spool:
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="dotaudit-")
         self.end = 0
+        self._dirty = False
 
     def put(self, value) -> tuple[int, int]:
         data = dumps(value)
-        f = self.file
-        f.seek(self.end)
-        f.write(data)
+        self.file.write(data)   # append-only: the file position is always the end
+        self._dirty = True
         ref = (self.end, len(data))
         self.end += len(data)
         return ref
 
+    def raw(self, ref: tuple[int, int]) -> bytes:
+        if self._dirty:
+            self.file.flush()
+            self._dirty = False
+        return os.pread(self.file.fileno(), ref[1], ref[0])
+
     def get(self, ref: tuple[int, int]):
-        self.file.seek(ref[0])
-        return loads(self.file.read(ref[1]))
+        return loads(self.raw(ref))
 
     def close(self) -> None:
         self.file.close()
@@ -100,11 +106,8 @@ class RecordStore:
             for rec in self.records:
                 yield dumps(rec)
             return
-        f = self.spool.file
         for e in self.index:
-            off, ln = e[-2:]
-            f.seek(off)
-            yield f.read(ln)
+            yield self.spool.raw(e[-2:])
 
     def to_list(self) -> list[dict]:
         return list(self)
