@@ -460,6 +460,11 @@ class QuicSniffer:
         if self._seen >= self.MAX_DATAGRAMS:
             self._finish(_assemble(self._segments), complete=False)
 
+    def finish(self) -> None:
+        """The flow ended: report from whatever part of the ClientHello was seen."""
+        if not self.done:
+            self._finish(_assemble(self._segments), complete=False)
+
     def _finish(self, crypto: bytes, *, complete: bool) -> None:
         self.done = True
         self.complete = complete

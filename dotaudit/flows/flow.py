@@ -447,7 +447,7 @@ class Flow:
         if self.mode is SNIFF:
             if self.quic_sniffer is not None:
                 sn = self.quic_sniffer
-                sn._finish(sn and b"", complete=False) if False else None
+                sn.finish()
                 self._quic_sniffed(sn)
             else:
                 self._decide(None)
