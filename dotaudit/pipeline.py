@@ -37,6 +37,7 @@ class Collector:
 
     def __call__(self, flow: Flow) -> None:
         rec = build_record(flow, self.options, self.capture_end_ts)
+        flow.release()
         self.by_class[flow.cls] = self.by_class.get(flow.cls, 0) + 1
         if rec is not None:
             dns, tls = rec["dns"], rec["tls"]

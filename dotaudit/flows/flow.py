@@ -439,6 +439,12 @@ class Flow:
             return "fin"
         return default
 
+    def release(self) -> None:
+        """Drop the analyzers once the record is built: they hold bound methods of this flow
+        (a reference cycle), so without this a finished flow waits for the cyclic GC."""
+        self.cdir = self.sdir = self.framers = self.tls = self.http = self.dns = None
+        self.quic_sniffer = self.sniff_chunks = None
+
     def flush(self) -> None:
         if self.cdir is not None and self.mode is DEEP:
             self.cdir.flush()
