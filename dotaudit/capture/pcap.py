@@ -369,6 +369,12 @@ def _resync_pcap(buf: _Buffer, unpack_from, limit: int, last_ts: float | None) -
 
 # ---------------------------------------------------------------------------------- pcapng
 
+_EPB_LE = struct.Struct("<IIIIIII")
+_EPB_BE = struct.Struct(">IIIIIII")
+_U32_LE = struct.Struct("<I")
+_U32_BE = struct.Struct(">I")
+
+
 class _Iface:
     __slots__ = ("linktype", "snaplen", "divisor", "offset", "known")
 
@@ -401,6 +407,32 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
     seen_shb = False
     warned_unknown: set[int] = set()
     while True:
+        if ifaces:
+            # fast path: consecutive well-formed EPBs already in the buffer, on known interfaces
+            b = buf.buf
+            pos = buf.pos
+            n = len(b)
+            epb = (_EPB_LE if endian == "<" else _EPB_BE).unpack_from
+            u32 = (_U32_LE if endian == "<" else _U32_BE).unpack_from
+            nif = len(ifaces)
+            start = frame
+            while pos + 32 <= n:
+                btype, blen, if_id, ts_hi, ts_lo, caplen, origlen = epb(b, pos)
+                if (btype != 6 or blen > n - pos or blen < 32 or blen & 3 or if_id >= nif
+                        or caplen > blen - 32 or u32(b, pos + blen - 4)[0] != blen):
+                    break
+                frame += 1
+                iface = ifaces[if_id]
+                ticks = (ts_hi << 32) | ts_lo
+                d = iface.divisor
+                ts = ticks // d + (ticks % d) / d + iface.offset
+                if caplen < origlen:
+                    _note_snap_and_linktype(info, iface.linktype, caplen, origlen, frame)
+                yield ts, iface.linktype, b[pos + 28:pos + 28 + caplen], origlen
+                pos += blen
+            buf.pos = pos
+            if frame != start:
+                last_ts = ts
         info.records = frame
         if not buf.fill(12):
             if buf.remaining():
