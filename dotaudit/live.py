@@ -219,7 +219,6 @@ class LiveService:
                 now = clock()
                 if now - last_sweep >= SWEEP_EVERY:
                     if frame - sweep_frame <= SWEEP_MASK:  # the table did not sweep by itself
-                        table.now = now
                         table.sweep(now)
                     last_sweep = now
                     sweep_frame = frame

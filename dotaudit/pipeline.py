@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 from contextlib import nullcontext
 from typing import Iterable, Sequence
@@ -65,7 +66,6 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
     collector = Collector(options)
     table = FlowTable(collector, count_other=options.all_flows)
     infos: list[CaptureInfo] = []
-    import os
     with _progress(progress) as bar:
         for index, path in enumerate(paths):
             info, packets, hasher = iter_capture(path)

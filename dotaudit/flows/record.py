@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .classify import classify
 from ..timing import flow_timing
@@ -16,7 +16,6 @@ class AnalysisOptions:
     reference_time: float | None = None   # judge certificates at this time; None = capture time
     trust: object | None = None           # dotaudit.tls.certs.TrustConfig
     all_flows: bool = False               # list "other" flows too
-    extra: dict = field(default_factory=dict)
 
 
 def _pair(c: int, s: int) -> dict:

@@ -50,7 +50,7 @@ MAX_FLOWS = 250_000
 
 class Stats:
     __slots__ = ("packets", "non_ip", "decode_errors", "truncated_l4", "fragments", "reassembled", "other_l4",
-                 "flows", "flows_deep", "evicted", "expired", "packets_deep", "packets_other", "undecodable_linktype")
+                 "flows", "evicted", "expired")
 
     def __init__(self) -> None:
         for s in self.__slots__:
@@ -77,14 +77,12 @@ class FlowTable:
         self.defrag = Defragmenter()
         self.input = 0
         self.frame = 0
-        self.now = 0.0
 
     # ------------------------------------------------------------------ per packet
     def packet(self, ts: float, linktype: int, data: bytes, frame: int) -> None:
         """Account one captured frame (``frame`` is its 1-based number in the current input)."""
         self.frame = frame
         if not frame & SWEEP_MASK:
-            self.now = ts
             self.sweep(ts)
         if linktype == 1 and self.fast_other:
             # Fast path: a packet of a flow already known to be uninteresting (Ethernet, maybe
@@ -169,23 +167,11 @@ class FlowTable:
             l4 = off + 40
             iplen = end - off
             frag = None
-            while nh in IPV6_EXT_OR_FRAG:
-                if l4 + 8 > end:
+            if nh in IPV6_EXT_OR_FRAG:
+                nh, l4, frag = _ipv6_extensions(data, nh, l4, end)
+                if nh is None:
                     self.stats.decode_errors += 1
                     return
-                if nh == IPV6_FRAG:
-                    # what follows the Fragment header (more extension headers, then TCP/UDP) is
-                    # the fragmentable part: walk it only in the reassembled datagram
-                    frag = (((data[l4 + 2] << 8) | data[l4 + 3]), data[l4 + 4:l4 + 8])
-                    nh = data[l4]
-                    l4 += 8
-                    break
-                if nh == 51:
-                    ext_len = (data[l4 + 1] + 2) << 2
-                else:
-                    ext_len = (data[l4 + 1] + 1) << 3
-                nh = data[l4]
-                l4 += ext_len
             if frag is not None:
                 st = self.stats
                 st.fragments += 1
@@ -196,18 +182,13 @@ class FlowTable:
                 st.reassembled += 1
                 iplen = l4 - 8 - off + len(whole)  # the datagram without its Fragment header
                 data = whole
-                l4 = 0
                 end = len(whole)
-                while nh in IPV6_EXT:
-                    if l4 + 8 > end:
+                l4 = 0
+                if nh in IPV6_EXT:
+                    nh, l4, _ = _ipv6_extensions(data, nh, 0, end)
+                    if nh is None:
                         self.stats.decode_errors += 1
                         return
-                    if nh == 51:
-                        ext_len = (data[l4 + 1] + 2) << 2
-                    else:
-                        ext_len = (data[l4 + 1] + 1) << 3
-                    nh = data[l4]
-                    l4 += ext_len
             proto = nh
         if proto == PROTO_TCP:
             if l4 + 20 > end:
@@ -386,6 +367,22 @@ class FlowTable:
         """Frame numbers restart with each file; flows may continue across files."""
         self.input = index
         self.frame = 0
+
+
+def _ipv6_extensions(data: bytes, nh: int, l4: int, end: int):
+    """Walk IPv6 extension headers from ``l4``: (next header, offset of the transport header,
+    fragment) or (None, ...) when a header runs past the packet.  The walk stops after a Fragment
+    header: what follows it is the fragmentable part, walked again in the reassembled datagram.
+    ``fragment`` is (offset field, identification) or None."""
+    while nh in IPV6_EXT_OR_FRAG:
+        if l4 + 8 > end:
+            return None, l4, None
+        if nh == IPV6_FRAG:
+            return data[l4], l4 + 8, (((data[l4 + 2] << 8) | data[l4 + 3]), data[l4 + 4:l4 + 8])
+        ext_len = ((data[l4 + 1] + 2) << 2) if nh == 51 else ((data[l4 + 1] + 1) << 3)  # AH counts 4-octet units
+        nh = data[l4]
+        l4 += ext_len
+    return nh, l4, None
 
 
 def _client_side(sport: int, dport: int, service_ports) -> bool:
