@@ -212,6 +212,17 @@ def run_audit(paths, validate: bool = True) -> dict:
     return report
 
 
+def read_capture(path):
+    """(CaptureInfo, every (ts, linktype, data, wirelen) record) of a capture, hash finished."""
+    from dotaudit.capture.pcap import iter_capture
+
+    info, packets, hasher = iter_capture(str(path))
+    out = list(packets)
+    hasher.drain()
+    hasher.hexdigest()
+    return info, out
+
+
 def run_cli(*args: str, stdin=None, timeout: float = 60):
     """Run ``dotaudit ARGS`` in a subprocess (same interpreter); return CompletedProcess (text)."""
     import subprocess
@@ -240,6 +251,7 @@ _f_pcap_bytes = _fixture_of(pcap_bytes, "pcap_bytes")
 _f_dns_pair = _fixture_of(dns_pair, "dns_pair")
 _f_run_audit = _fixture_of(run_audit, "run_audit")
 _f_run_cli = _fixture_of(run_cli, "run_cli")
+_f_read_capture = _fixture_of(read_capture, "read_capture")
 
 
 def pytest_addoption(parser):

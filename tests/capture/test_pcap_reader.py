@@ -8,17 +8,8 @@ import json
 import pytest
 from scapy.layers.l2 import Ether
 
-from dotaudit.capture.pcap import iter_capture
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-
-
-def read_all(path):
-    info, packets, hasher = iter_capture(str(path))
-    out = list(packets)
-    hasher.drain()
-    hasher.hexdigest()
-    return info, out
 
 
 def pair_frames(dns_pair, **kw):
@@ -28,12 +19,12 @@ def pair_frames(dns_pair, **kw):
 
 @pytest.mark.parametrize("nanos", [False, True], ids=["micro", "nano"])
 @pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
-def test_pcap_resolution_and_byte_order(tmp_path, write_pcap, run_audit, dns_pair, nanos, big_endian):
+def test_pcap_resolution_and_byte_order(tmp_path, write_pcap, run_audit, dns_pair, nanos, big_endian, read_capture):
     fq, fr = pair_frames(dns_pair)
     frac = (123_456_789, 123_457_001) if nanos else (123_456, 123_999)
     path = write_pcap(tmp_path / "x.pcap", [((1_600_000_000, frac[0]), fq), ((1_600_000_000, frac[1]), fr)],
                       nanos=nanos, big_endian=big_endian)
-    info, recs = read_all(path)
+    info, recs = read_capture(path)
     assert info.format == ("pcap-ns" if nanos else "pcap")
     scale = 1e-9 if nanos else 1e-6
     assert [r[0] for r in recs] == pytest.approx([1_600_000_000 + f * scale for f in frac], abs=1e-7)
@@ -53,10 +44,10 @@ def test_pcap_resolution_and_byte_order(tmp_path, write_pcap, run_audit, dns_pai
     assert flow["first_frame"] == 1 and flow["last_frame"] == 2
 
 
-def test_nanosecond_precision_is_kept(tmp_path, write_pcap):
+def test_nanosecond_precision_is_kept(tmp_path, write_pcap, read_capture):
     path = write_pcap(tmp_path / "ns.pcap", [((1, 1234), b"\x00" * 20), ((1, 999_999_999), b"\x00" * 20)],
                       nanos=True)
-    _, recs = read_all(path)
+    _, recs = read_capture(path)
     assert recs[0][0] == pytest.approx(1.000001234, abs=1e-12)
     assert recs[1][0] == pytest.approx(1.999999999, abs=1e-12)
 

@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 from scapy.layers.l2 import CookedLinux, Ether
 
-from dotaudit.capture.pcap import iter_capture
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
 
-def read_all(path):
-    info, packets, hasher = iter_capture(str(path))
-    out = list(packets)
-    hasher.drain()
-    hasher.hexdigest()
-    return info, out
-
-
 @pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
-def test_two_interfaces_linktypes_and_tsresol(tmp_path, Pcapng, run_audit, dns_pair, big_endian):
+def test_two_interfaces_linktypes_and_tsresol(tmp_path, Pcapng, run_audit, dns_pair, big_endian, read_capture):
     """if0: Ethernet, default microseconds; if1: SLL, nanoseconds; if2: raw IP, 2^-20 s with an offset."""
     q, r = dns_pair("192.0.2.10", "192.0.2.53", sport=41000)
     q2, r2 = dns_pair("192.0.2.11", "192.0.2.53", sport=41001, qname="two.example")
@@ -35,7 +26,7 @@ def test_two_interfaces_linktypes_and_tsresol(tmp_path, Pcapng, run_audit, dns_p
           .epb((600_000_000 << 20) | (1 << 19), bytes(q3), if_id=2)        # 1.6e9 + 0.5 s
           .epb((600_000_000 << 20) | (3 << 18), bytes(r3), if_id=2))       # 1.6e9 + 0.75 s
     path = ng.write(tmp_path / "multi.pcapng")
-    info, recs = read_all(path)
+    info, recs = read_capture(path)
     assert info.format == "pcapng"
     assert [r[1] for r in recs] == [1, 113, 113, 1, 101, 101]
     ts = [r[0] for r in recs]
@@ -60,30 +51,30 @@ def test_two_interfaces_linktypes_and_tsresol(tmp_path, Pcapng, run_audit, dns_p
     assert flows[41002]["last_ts"] == 1_600_000_000.75
 
 
-def test_decimal_tsresol_values(tmp_path, Pcapng):
+def test_decimal_tsresol_values(tmp_path, Pcapng, read_capture):
     ng = Pcapng().idb(101, tsresol=0).idb(101, tsresol=3).idb(101, tsresol=6).idb(101, tsresol=0x80)
     ng.epb(1_600_000_000, b"\x45" + b"\0" * 19, if_id=0)
     ng.epb(1_600_000_000_250, b"\x45" + b"\0" * 19, if_id=1)
     ng.epb(1_600_000_000_000_001, b"\x45" + b"\0" * 19, if_id=2)
     ng.epb(1_600_000_001, b"\x45" + b"\0" * 19, if_id=3)                 # 2^-0 = seconds
-    _, recs = read_all(ng.write(tmp_path / "r.pcapng"))
+    _, recs = read_capture(ng.write(tmp_path / "r.pcapng"))
     assert [r[0] for r in recs] == pytest.approx([1_600_000_000.0, 1_600_000_000.25, 1_600_000_000.000001,
                                                   1_600_000_001.0], abs=1e-7)
 
 
-def test_negative_tsoffset(tmp_path, Pcapng):
+def test_negative_tsoffset(tmp_path, Pcapng, read_capture):
     ng = Pcapng().idb(101, tsoffset=-100).epb(1_600_000_100_000_000, b"\x45" + b"\0" * 19)
-    _, recs = read_all(ng.write(tmp_path / "o.pcapng"))
+    _, recs = read_capture(ng.write(tmp_path / "o.pcapng"))
     assert recs[0][0] == 1_600_000_000.0
 
 
-def test_two_sections_different_byte_order(tmp_path, Pcapng, run_audit, dns_pair):
+def test_two_sections_different_byte_order(tmp_path, Pcapng, run_audit, dns_pair, read_capture):
     """Second section is big endian with its own IDBs (interface ids restart per section)."""
     q, r = dns_pair("192.0.2.10", "192.0.2.53", sport=41000)
     ng = (Pcapng(big_endian=False).idb(1).epb(1_600_000_000_000_000, bytes(Ether(**MAC) / q))
           .shb(big_endian=True).idb(101, tsresol=9).epb(1_600_000_000_500_000_000, bytes(r)))
     path = ng.write(tmp_path / "sections.pcapng")
-    info, recs = read_all(path)
+    info, recs = read_capture(path)
     assert [(r[0], r[1]) for r in recs] == [(1_600_000_000.0, 1), (1_600_000_000.5, 101)]
     report = run_audit([path])
     assert report["inputs"][0]["packets"] == 2 and report["inputs"][0]["errors"] == []
@@ -92,7 +83,7 @@ def test_two_sections_different_byte_order(tmp_path, Pcapng, run_audit, dns_pair
     assert f["client"]["ip"] == "192.0.2.10"
 
 
-def test_spb_opb_isb_and_unknown_blocks(tmp_path, Pcapng, run_audit, dns_pair):
+def test_spb_opb_isb_and_unknown_blocks(tmp_path, Pcapng, run_audit, dns_pair, read_capture):
     q, r = dns_pair("192.0.2.10", "192.0.2.53", sport=41000)
     q2, r2 = dns_pair("192.0.2.11", "192.0.2.53", sport=41001)
     ng = (Pcapng().unknown(0x0BAD).idb(1)
@@ -105,7 +96,7 @@ def test_spb_opb_isb_and_unknown_blocks(tmp_path, Pcapng, run_audit, dns_pair):
           .spb(bytes(Ether(**MAC) / r2))
           .isb(0, ifdrop=17))
     path = ng.write(tmp_path / "blocks.pcapng")
-    info, recs = read_all(path)
+    info, recs = read_capture(path)
     assert len(recs) == 4
     # an SPB has no timestamp: it takes the last one seen
     assert [r[0] for r in recs] == [1_600_000_000.0, 1_600_000_000.1, 1_600_000_000.1, 1_600_000_000.1]
@@ -120,11 +111,11 @@ def test_spb_opb_isb_and_unknown_blocks(tmp_path, Pcapng, run_audit, dns_pair):
     assert (ports[41001]["first_frame"], ports[41001]["last_frame"]) == (3, 4)
 
 
-def test_spb_snapped_by_interface_snaplen(tmp_path, Pcapng):
+def test_spb_snapped_by_interface_snaplen(tmp_path, Pcapng, read_capture):
     """An SPB keeps min(original length, interface snaplen) bytes; the rest is counted as snapped."""
     frame = bytes(range(256)) * 2
     ng = Pcapng().idb(1, snaplen=128).spb(frame[:128], wirelen=len(frame))
-    info, recs = read_all(ng.write(tmp_path / "spb.pcapng"))
+    info, recs = read_capture(ng.write(tmp_path / "spb.pcapng"))
     assert recs[0][2] == frame[:128] and recs[0][3] == 512
     assert info.snapped == 1 and "snapped" in info.errors
 
