@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Iterable, Sequence
 
 from . import SCHEMA_VERSION, __version__
+from .capture import fast
 from .capture.pcap import CaptureError, CaptureInfo, iter_capture
 from .flows.classify import CLASSES
 from .flows.flow import Flow
@@ -65,10 +66,16 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
     """Stream every capture through one flow table."""
     collector = Collector(options)
     table = FlowTable(collector, count_other=options.all_flows)
+    scanner = None
+    if table.fast_other and fast.available():
+        scanner = fast.Scanner(table.max_flows + 1)
+        table.attach_scanner(scanner)
     infos: list[CaptureInfo] = []
     with _progress(progress) as bar:
         for index, path in enumerate(paths):
-            info, packets, hasher = iter_capture(path)
+            if scanner is not None:
+                scanner.reset(index)
+            info, packets, hasher = iter_capture(path, scanner)
             info.path = path
             infos.append(info)
             table.new_input(index)
@@ -84,6 +91,18 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
             nbytes = 0
             lo = float("inf")
             hi = float("-inf")
+            if scanner is not None:
+                # the scanner numbers the frames and accounts the records it keeps to itself
+                for ts, linktype, data, wirelen in packets:
+                    collector.capture_end_ts = scanner.hi
+                    tpacket(ts, linktype, data, scanner.frame)
+                    n += 1
+                    if bar is not None and not n % PROGRESS_EVERY:
+                        bar.update(task, completed=hasher.size)
+                n, nbytes, lo, hi, _muted = scanner.totals()
+                if n:
+                    collector.capture_end_ts = hi
+                packets = ()
             for ts, linktype, data, wirelen in packets:
                 n += 1
                 nbytes += wirelen
@@ -106,6 +125,9 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
             if bar is not None:
                 bar.update(task, completed=hasher.size)
     table.finish_all()
+    if scanner is not None:
+        scanner.close()
+        table.scanner = None
     return infos, collector, table
 
 

@@ -251,8 +251,11 @@ class _ReadDamage(Exception):
     """The underlying stream failed mid-file (gzip CRC, truncated gzip, I/O error)."""
 
 
-def read_packets(stream: BinaryIO, info: CaptureInfo) -> Iterator[tuple[float, int, bytes, int]]:
-    """Detect the format from the magic number and yield packet records."""
+def read_packets(stream: BinaryIO, info: CaptureInfo, scanner=None) -> Iterator[tuple[float, int, bytes, int]]:
+    """Detect the format from the magic number and yield packet records.
+
+    With a ``scanner`` (capture/fast.py), records of muted flows are accounted in C and not
+    yielded; ``scanner.frame`` and ``scanner.hi`` describe each yielded record."""
     buf = _Buffer(stream, info.path)
     try:
         ok = buf.fill(4)
@@ -265,9 +268,9 @@ def read_packets(stream: BinaryIO, info: CaptureInfo) -> Iterator[tuple[float, i
     magic = buf.buf[buf.pos:buf.pos + 4]
     try:
         if magic in PCAP_MAGIC:
-            yield from _read_pcap(buf, info)
+            yield from _read_pcap(buf, info, scanner)
         elif magic == PCAPNG_SHB:
-            yield from _read_pcapng(buf, info)
+            yield from _read_pcapng(buf, info, scanner)
         else:
             raise CaptureError(f"{info.path}: not a pcap or pcapng file (magic {magic.hex()})")
     except _ReadDamage as exc:
@@ -281,7 +284,7 @@ def _note_snap_and_linktype(info: CaptureInfo, linktype: int, caplen: int, wirel
         info.error("snapped", "packet cut by the snap length (captured fewer bytes than on the wire)", frame=frame)
 
 
-def _read_pcap(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, bytes, int]]:
+def _read_pcap(buf: _Buffer, info: CaptureInfo, scanner=None) -> Iterator[tuple[float, int, bytes, int]]:
     if not buf.fill(24):
         raise CaptureError(f"{info.path}: truncated pcap header ({buf.remaining()} of 24 bytes)")
     b = buf.buf
@@ -299,12 +302,44 @@ def _read_pcap(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, by
     limit = min(max(limit, 65535), MAX_RECORD)
     last_ts = None
     frame = 0
+    swap = endian != "<"
+    nsec = scale == 1e-9
+    if scanner is not None and linktype != 1:
+        scanner.mute_enabled = 0   # it only mutes Ethernet frames; it still walks the records
     while True:
-        # fast path: every whole record already in the buffer
-        b = buf.buf
-        pos = buf.pos
-        blen = len(b)
-        while pos + 16 <= blen:
+        if scanner is not None:
+            # the C scanner walks the whole buffer; yields what it hands back
+            b = buf.buf
+            pos = buf.pos
+            out, his, scan = scanner.out, scanner.his, scanner.scan_pcap
+            while True:
+                pos, k = scan(b, pos, swap, nsec, limit)
+                for i in range(k):
+                    off = out[2 * i]
+                    sec, frac, incl, orig = unpack_from(b, off)
+                    fr = out[2 * i + 1]
+                    if incl < orig:
+                        _note_snap_and_linktype(info, linktype, incl, orig, fr)
+                    scanner.frame = fr
+                    scanner.hi = his[i]
+                    yield sec + frac * scale, linktype, b[off + 16:off + 16 + incl], orig
+                if k == 0 or pos + 16 > len(b):
+                    break
+                # stopped because k records were handed over (or at a sweep frame): go on, unless
+                # the next record is incomplete or damaged (the slow path below decides)
+                sec, frac, incl, orig = unpack_from(b, pos)
+                if incl > limit or pos + 16 + incl > len(b):
+                    break
+            buf.pos = pos
+            frame = info.records = scanner.frames()
+            if frame:
+                last_ts = scanner.last()
+        else:
+            # fast path: every whole record already in the buffer
+            b = buf.buf
+            pos = buf.pos
+            blen = len(b)
+        while scanner is None and pos + 16 <= blen:
             sec, frac, incl, orig = unpack_from(b, pos)
             end = pos + 16 + incl
             if incl > limit or end > blen:
@@ -315,10 +350,11 @@ def _read_pcap(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, by
                 _note_snap_and_linktype(info, linktype, incl, orig, frame)
             yield ts, linktype, b[pos + 16:end], orig
             pos = end
-        buf.pos = pos
-        info.records = frame
-        if frame:
-            last_ts = ts
+        if scanner is None:
+            buf.pos = pos
+            info.records = frame
+            if frame:
+                last_ts = ts
         # slow path: refill, or damage
         if buf.remaining() < 16 and not buf.fill(16):
             if buf.remaining():
@@ -398,7 +434,7 @@ def _pcapng_options(body: bytes, start: int, endian: str) -> Iterator[tuple[int,
         p += 4 + ((length + 3) & ~3)
 
 
-def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, bytes, int]]:
+def _read_pcapng(buf: _Buffer, info: CaptureInfo, scanner=None) -> Iterator[tuple[float, int, bytes, int]]:
     info.format = "pcapng"
     endian = "<"
     ifaces: list[_Iface] = []
@@ -406,8 +442,40 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
     last_ts = 0.0
     seen_shb = False
     warned_unknown: set[int] = set()
+    scan_ifaces = None   # the interface tables the C scanner reads, rebuilt when ifaces change
+    scan_nif = -1
     while True:
-        if ifaces:
+        if ifaces and scanner is not None:
+            if scan_nif != len(ifaces):
+                scan_ifaces = _scanner_ifaces(ifaces)
+                scan_nif = len(ifaces)
+            b = buf.buf
+            pos = buf.pos
+            out, his, scan = scanner.out, scanner.his, scanner.scan_pcapng
+            swap = endian != "<"
+            epb = (_EPB_LE if endian == "<" else _EPB_BE).unpack_from
+            while True:
+                pos, k = scan(b, pos, swap, scan_ifaces)
+                for i in range(k):
+                    off = out[2 * i]
+                    _bt, _bl, if_id, ts_hi, ts_lo, caplen, origlen = epb(b, off)
+                    fr = out[2 * i + 1]
+                    iface = ifaces[if_id]
+                    ticks = (ts_hi << 32) | ts_lo
+                    d = iface.divisor
+                    ts = ticks // d + (ticks % d) / d + iface.offset
+                    if caplen < origlen:
+                        _note_snap_and_linktype(info, iface.linktype, caplen, origlen, fr)
+                    scanner.frame = fr
+                    scanner.hi = his[i]
+                    yield ts, iface.linktype, b[off + 28:off + 28 + caplen], origlen
+                if k == 0 or pos + 32 > len(b):
+                    break
+            buf.pos = pos
+            frame = scanner.frames()
+            if frame:
+                last_ts = scanner.last()
+        elif ifaces:
             # fast path: consecutive well-formed EPBs already in the buffer, on known interfaces
             b = buf.buf
             pos = buf.pos
@@ -492,6 +560,8 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
                 if if_id >= len(ifaces):
                     info.error("corrupt-record", f"packet on undeclared interface {if_id}", frame=frame)
                     # still a packet record: yield it undecodable so later frame numbers stay right
+                    if scanner is not None:
+                        scanner.account(last_ts, origlen)
                     yield last_ts, LINKTYPE_UNDECLARED, b"", origlen
                     continue
                 iface = ifaces[if_id]
@@ -503,18 +573,24 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
                 last_ts = ts
                 if caplen < origlen:
                     _note_snap_and_linktype(info, iface.linktype, caplen, origlen, frame)
+                if scanner is not None:
+                    scanner.account(ts, origlen)
                 yield ts, iface.linktype, block[20:20 + caplen], origlen
             elif btype == 3:  # SPB: no timestamp, interface 0
                 (origlen,) = struct.unpack_from(endian + "I", block, 0)
                 frame += 1
                 if not ifaces:
                     info.error("corrupt-record", "simple packet block before any interface", frame=frame)
+                    if scanner is not None:
+                        scanner.account(last_ts, origlen)
                     yield last_ts, LINKTYPE_UNDECLARED, b"", origlen
                     continue
                 iface = ifaces[0]
                 caplen = min(origlen, len(block) - 4, iface.snaplen or MAX_RECORD)
                 if caplen < origlen:
                     _note_snap_and_linktype(info, iface.linktype, caplen, origlen, frame)
+                if scanner is not None:
+                    scanner.account(last_ts, origlen)
                 yield last_ts, iface.linktype, block[4:4 + caplen], origlen
             elif btype == 1:  # IDB
                 linktype, _res, snaplen = struct.unpack_from(endian + "HHI", block, 0)
@@ -542,8 +618,18 @@ def _read_pcapng(buf: _Buffer, info: CaptureInfo) -> Iterator[tuple[float, int, 
             info.error("corrupt-record", f"malformed block (type {btype:#x})", frame=frame, offset=buf.offset + pos)
 
 
-def iter_capture(path: str) -> tuple[CaptureInfo, Iterator[tuple[float, int, bytes, int]], _HashingReader]:
+def _scanner_ifaces(ifaces: list[_Iface]):
+    """Per-interface arrays for the C scanner: divisor, offset, may-mute (Ethernet), may-scan."""
+    from array import array
+    div = array("Q", (i.divisor if 0 < i.divisor <= 1 << 53 else 1 for i in ifaces))
+    off = array("q", (i.offset for i in ifaces))
+    mute = array("B", (1 if i.linktype == 1 else 0 for i in ifaces))
+    ok = array("B", (1 if 0 < i.divisor <= 1 << 53 and -(1 << 53) < i.offset < 1 << 53 else 0 for i in ifaces))
+    return div, off, mute, ok
+
+
+def iter_capture(path: str, scanner=None) -> tuple[CaptureInfo, Iterator[tuple[float, int, bytes, int]], _HashingReader]:
     """Open ``path`` and return (info, packets, hasher). Raises CaptureError if it is no capture."""
     stream, hasher, info = open_capture(path)
-    gen = read_packets(stream, info)
+    gen = read_packets(stream, info, scanner)
     return info, gen, hasher

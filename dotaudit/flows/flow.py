@@ -91,6 +91,7 @@ class Flow:
         # analyzers
         "dns", "framers", "tls", "sniff_chunks", "sniff_bytes", "quic_long", "quic_short", "quic_versions",
         "udp_nondns", "c_tls", "quic_sniffer", "quic_alpn", "quic_sni", "quic_version", "http",
+        "slot",   # id in the C scanner's muted-flow set (capture/fast.py), -1 when not muted
     )
 
     def __init__(self, proto, ipver, cip, cport, sip, sport, vlans, input_index, ts, frame):
@@ -109,6 +110,7 @@ class Flow:
         self.hint = None
         self.cls = None
         self.id = 0
+        self.slot = -1
         self.ended = None
         self.closed = False
         self.syn = self.syn_ack = self.ack_seen = False

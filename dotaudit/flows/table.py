@@ -77,6 +77,44 @@ class FlowTable:
         self.defrag = Defragmenter()
         self.input = 0
         self.frame = 0
+        # the C scanner (capture/fast.py), when the reader uses one: flows in OTHER mode are
+        # muted there, and their last timestamp and FIN/RST live in its arrays
+        self.scanner = None
+        self.muted: dict[int, Flow] = {}
+
+    def attach_scanner(self, scanner) -> None:
+        self.scanner = scanner
+        max_flows = self.max_flows
+        live = self.live
+        # a batch must not create enough flows to evict one the scanner still mutes
+        scanner.room = lambda: max_flows - len(live) - 1
+
+    def _mute(self, flow: Flow) -> None:
+        sc = self.scanner
+        fid = sc.mute(flow.proto, flow.ckey, flow.skey)
+        if fid < 0:
+            return
+        flow.slot = fid
+        sc.lts[fid] = flow.last_ts
+        sc.lseq[fid] = (self.input << 40) | self.frame
+        sc.closed[fid] = 1 if flow.closed else 0
+        self.muted[fid] = flow
+
+    def _touch(self, flow: Flow, ts: float) -> None:
+        """A packet of a muted flow that reached Python: newer than what the scanner noted?"""
+        sc = self.scanner
+        fid = flow.slot
+        seq = (self.input << 40) | self.frame
+        if seq > sc.lseq[fid]:
+            sc.lts[fid] = ts
+            sc.lseq[fid] = seq
+
+    def _sync(self, flow: Flow) -> None:
+        sc = self.scanner
+        fid = flow.slot
+        flow.last_ts = sc.lts[fid]
+        if sc.closed[fid]:
+            flow.closed = True
 
     # ------------------------------------------------------------------ per packet
     def packet(self, ts: float, linktype: int, data: bytes, frame: int) -> None:
@@ -102,6 +140,8 @@ class FlowTable:
                             flow.last_ts = ts
                             if proto == 6 and data[off + 33] & 0x05:  # FIN or RST
                                 flow.closed = True
+                            if flow.slot >= 0:
+                                self._touch(flow, ts)
                             return
                 elif et == 0x86DD:
                     proto = data[off + 6]
@@ -112,6 +152,8 @@ class FlowTable:
                         flow.last_ts = ts
                         if proto == 6 and data[off + 53] & 0x05:
                             flow.closed = True
+                        if flow.slot >= 0:
+                            self._touch(flow, ts)
                         return
             except IndexError:
                 pass
@@ -216,8 +258,12 @@ class FlowTable:
             if flow.mode is OTHER:
                 if flags & 0x05:  # FIN or RST: let an uninteresting flow expire soon
                     flow.closed = True
+                if flow.slot >= 0:
+                    self._touch(flow, ts)
                 return
             flow.tcp_packet(from_client, seq, ack, flags, data[l4 + hl:end], data, l4, hl, frame, ts)
+            if flow.mode is OTHER and self.scanner is not None:
+                self._mute(flow)
         elif proto == PROTO_UDP:
             if l4 + 8 > end:
                 self.stats.truncated_l4 += 1
@@ -238,8 +284,14 @@ class FlowTable:
                 flow.pk_s += 1
                 flow.by_s += iplen
             if flow.mode is OTHER or flow.mode is COUNT:
+                if flow.slot >= 0:
+                    self._touch(flow, ts)
+                elif flow.mode is OTHER and self.scanner is not None:
+                    self._mute(flow)   # new, or decided before the scanner could take it
                 return
             flow.udp_packet(from_client, data[l4 + 8:end], frame, ts)
+            if flow.mode is OTHER and self.scanner is not None:
+                self._mute(flow)
         else:
             self.stats.other_l4 += 1
 
@@ -311,6 +363,11 @@ class FlowTable:
 
     # ------------------------------------------------------------------ expiry
     def _finish(self, flow: Flow, reason: str) -> None:
+        if flow.slot >= 0:
+            self._sync(flow)
+            self.scanner.unmute(flow.slot, flow.proto, flow.ckey, flow.skey)
+            del self.muted[flow.slot]
+            flow.slot = -1
         table = self.tcp if flow.proto == 6 else self.udp
         table.pop(flow.ckey, None)
         table.pop(flow.skey, None)
@@ -327,6 +384,10 @@ class FlowTable:
         cut_open = now - TIMEOUT_TCP_OPEN
         cut_closed = now - TIMEOUT_TCP_CLOSED
         done = []
+        if self.muted:
+            sync = self._sync
+            for flow in self.muted.values():
+                sync(flow)
         for flow in self.live.values():
             lt = flow.last_ts
             if flow.proto == 17:
