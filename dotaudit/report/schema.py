@@ -62,7 +62,8 @@ _tls = {
     "required": ["version", "cipher", "sni", "alpn_offered", "established", "resumed", "history", "failure",
                  "alerts", "certificates", "ja3", "ja4"],
     "properties": {
-        "version": {"enum": ["TLS 1.3", "TLS 1.2", "TLS 1.1", "TLS 1.0", "SSL 3.0", "SSL 2.0", None]},
+        "version": {"anyOf": [{"enum": ["TLS 1.3", "TLS 1.2", "TLS 1.1", "TLS 1.0", "SSL 3.0", "SSL 2.0", None]},
+                              {"type": "string", "pattern": "^0x[0-9a-f]{4}$"}]},
         "cipher": {"type": ["object", "null"], "required": ["id", "name", "kex", "weaknesses"],
                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                                   "kex": _str_or_null, "weaknesses": {"type": "array", "items": {"type": "string"}}}},
