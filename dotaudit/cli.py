@@ -23,6 +23,7 @@ EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
+EXIT_INTERNAL = 4
 
 SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
@@ -43,7 +44,8 @@ Exit codes:
   0  no finding at or above --fail-on
   1  findings at or above --fail-on
   2  usage error (bad option, policy or rule file)
-  3  unreadable input (not a capture, cannot be opened)"""
+  3  unreadable input (not a capture, cannot be opened)
+  4  the judging failed (a rule raised while evaluated: see the message)"""
 
 FORMATS_HELP = """\b
 Formats (-f, repeatable; with several, -o names a directory and each file is report.<ext>):
@@ -192,8 +194,10 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
       tcpdump -i eth0 -w - port 53 or port 853 | dotaudit audit - -o report.json
       dotaudit audit capture.pcap -f html -f md -f json -o out/   # out/report.html ...
     """
+    from . import pipeline
     from .capture.pcap import CaptureError
-    from .pipeline import apply_rules, assemble, finalize_summary, run_files, stderr_is_tty
+    from .pipeline import assemble, finalize_summary, finish_rules, run_files, stderr_is_tty
+    from .sink import SinkError
 
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
@@ -201,20 +205,23 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
     pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows)
     if progress is None:
         progress = stderr_is_tty()
+    judge = None if no_rules else pipeline.make_judge(pol, rules)
     try:
-        infos, collector, table = run_files(list(captures), options, progress=progress)
+        infos, collector, table = run_files(list(captures), options, progress=progress, judge=judge)
     except CaptureError as exc:
         _die(EXIT_INPUT, str(exc))
+    except SinkError as exc:
+        _die(EXIT_INTERNAL, str(exc))
     except KeyboardInterrupt:
         _die(130, "interrupted")
     report = assemble(infos, collector, table)
-    if not no_rules:
+    if judge is not None:
         if progress:
             from rich.console import Console
-            with Console(stderr=True).status(f"correlating and judging {len(report['flows'])} flows"):
-                apply_rules(report, policy=pol, rules=rules)
+            with Console(stderr=True).status(f"correlating {len(report['flows'])} flows across the capture"):
+                finish_rules(report, judge, collector.flow_findings)
         else:
-            apply_rules(report, policy=pol, rules=rules)
+            finish_rules(report, judge, collector.flow_findings)
     finalize_summary(report)
     _write_outputs(report, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
                    redact_key=redact_key)

@@ -21,18 +21,25 @@ from .flows.record import AnalysisOptions, build_record
 from .flows.store import FlowStore
 from .flows.table import FlowTable
 from .latency import LatencyStats
+from .sink import ProcessSink, RecordSink, can_fork
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 PROGRESS_EVERY = 16384
 
 
 class Collector:
-    """Receives finished flows from the table and keeps their records and class counts."""
+    """Receives finished flows from the table and keeps their records and class counts.
 
-    def __init__(self, options: AnalysisOptions):
+    With a ``sink`` (sink.py: in this process or in a judge process), the records go there for
+    statistics, storage and rules; ``finish`` collects the results.  Without, they are kept
+    here (the live mode)."""
+
+    def __init__(self, options: AnalysisOptions, sink=None):
         self.options = options
-        self.records = FlowStore()
-        self.latency = LatencyStats()
+        self.sink = sink
+        self.records = FlowStore() if sink is None else None
+        self.latency = LatencyStats() if sink is None else None
+        self.flow_findings = None
         self.damage = [0, 0, 0]   # malformed DNS messages, broken DNS/TCP framings, flows with bad TLS
         self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
         self.capture_end_ts = 0.0
@@ -48,8 +55,21 @@ class Collector:
                 self.damage[1] += dns["tcp_length_errors"]
             if tls and tls.get("malformed"):
                 self.damage[2] += 1
-            self.latency.add(rec)
-            self.records.add(rec)
+            if self.sink is not None:
+                self.sink.add(rec)
+            else:
+                self.latency.add(rec)
+                self.records.add(rec)
+
+    def finish(self) -> None:
+        if self.sink is not None:
+            self.records, self.latency, self.flow_findings = self.sink.finish()
+            self.sink = None
+
+    def abort(self) -> None:
+        if self.sink is not None and hasattr(self.sink, "abort"):
+            self.sink.abort()
+        self.sink = None
 
 
 def _progress(enabled: bool):
@@ -61,10 +81,26 @@ def _progress(enabled: bool):
                     TransferSpeedColumn(), TimeRemainingColumn(), transient=True, console=None)
 
 
-def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False
-              ) -> tuple[list[CaptureInfo], Collector, FlowTable]:
-    """Stream every capture through one flow table."""
-    collector = Collector(options)
+def make_sink(judge=None, *, fork: bool | None = None):
+    """The record sink of an offline audit: a judge process when there is a second CPU."""
+    if fork is None:
+        fork = can_fork()
+    return ProcessSink(judge) if fork else RecordSink(judge)
+
+
+def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False, judge=None,
+              fork: bool | None = None) -> tuple[list[CaptureInfo], Collector, FlowTable]:
+    """Stream every capture through one flow table (``judge``: evaluate rules as flows finish;
+    ``fork``: in a second process, default when there is a second CPU)."""
+    collector = Collector(options, make_sink(judge, fork=fork))
+    try:
+        return _run_files(paths, options, collector, progress)
+    except BaseException:
+        collector.abort()
+        raise
+
+
+def _run_files(paths, options, collector: Collector, progress: bool):
     table = FlowTable(collector, count_other=options.all_flows)
     scanner = None
     if table.fast_other and fast.available():
@@ -128,6 +164,7 @@ def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool 
     if scanner is not None:
         scanner.close()
         table.scanner = None
+    collector.finish()
     return infos, collector, table
 
 
@@ -200,10 +237,11 @@ def audit(paths: Sequence[str], *, policy=None, rules=None, options: AnalysisOpt
     """Audit capture files; return the JSON report as a dict.  Raises CaptureError (exit 3)."""
     if options is None:
         options = options_from_policy(policy)
-    infos, collector, table = run_files(paths, options, progress=progress)
+    judge = make_judge(policy, rules) if evaluate_rules else None
+    infos, collector, table = run_files(paths, options, progress=progress, judge=judge)
     report = assemble(infos, collector, table)
-    if evaluate_rules:
-        apply_rules(report, policy=policy, rules=rules)
+    if judge is not None:
+        finish_rules(report, judge, collector.flow_findings)
     finalize_summary(report)
     for key in ("flows", "findings"):
         store = report[key]
@@ -234,6 +272,26 @@ def options_from_policy(policy, *, all_flows: bool = False) -> AnalysisOptions:
                 d = d.replace(tzinfo=_dt.timezone.utc)
             reference_time = d.timestamp()
     return AnalysisOptions(reference_time=reference_time, trust=trust, all_flows=all_flows)
+
+
+def make_judge(policy=None, rules=None):
+    """A StreamJudge for run_files: rules evaluated while the flows finish (rules/stream.py)."""
+    from .rules.loader import load_rules
+    from .rules.policy import load_policy
+    from .rules.stream import StreamJudge
+
+    if policy is None:
+        policy = load_policy(None)
+    if rules is None:
+        rules = load_rules(disabled=getattr(policy, "disabled_rules", ()) or ())
+    return StreamJudge(rules, policy)
+
+
+def finish_rules(report: dict, judge, flow_findings=None) -> None:
+    """Cross-flow facts and the rules reading them, then the findings, into ``report``.
+    ``flow_findings``: the flow findings a judge process already made (Collector.flow_findings)."""
+    report["findings"] = judge.finish(report, flow_findings)
+    report["policy"] = policy_summary(judge.policy)
 
 
 def apply_rules(report: dict, *, policy=None, rules=None) -> None:
@@ -287,5 +345,6 @@ def stderr_is_tty() -> bool:
         return False
 
 
-__all__ = ["audit", "CaptureError", "run_files", "assemble", "apply_rules", "finalize_summary",
+__all__ = ["audit", "CaptureError", "run_files", "assemble", "apply_rules", "make_judge", "finish_rules",
+           "finalize_summary",
            "options_from_policy"]

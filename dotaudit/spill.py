@@ -26,9 +26,10 @@ loads = orjson.loads
 class Spool:
     """Append-only scratch file of JSON values, read back by (offset, length)."""
 
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile(prefix="dotaudit-")
-        self.end = 0
+    def __init__(self, file=None) -> None:
+        self.file = tempfile.TemporaryFile(prefix="dotaudit-") if file is None else file
+        self.file.seek(0, os.SEEK_END)
+        self.end = self.file.tell()
         self._dirty = False
 
     def put(self, value) -> tuple[int, int]:
@@ -111,6 +112,18 @@ class RecordStore:
 
     def to_list(self) -> list[dict]:
         return list(self)
+
+    def export_state(self) -> dict:
+        """What ``from_state`` needs, besides the spool file (handed over by descriptor)."""
+        return {"spill_at": self.spill_at, "records": self.records, "index": self.index}
+
+    @classmethod
+    def from_state(cls, state: dict, file, key: Callable[[dict], tuple] | None = None) -> "RecordStore":
+        store = cls(state["spill_at"], key)
+        store.records = state["records"]
+        store.index = state["index"]
+        store.spool = Spool(file) if file is not None else None
+        return store
 
     def close(self) -> None:
         if self.spool is not None:

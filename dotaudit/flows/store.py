@@ -98,20 +98,23 @@ class FlowStore:
     def number(self) -> None:
         """Fix the report order: by flow id (ids follow the first packet of each flow)."""
         if self.records is not None:
-            self.records.sort(key=lambda r: r["id"])
-            self.order = None
+            # positions stay valid (rules read and replace records by position afterwards)
+            records = self.records
+            self.order = sorted(range(len(records)), key=lambda i: records[i]["id"])
         else:
             ids = self.ids
             self.order = sorted(range(len(ids)), key=ids.__getitem__)
 
     def _positions(self):
-        if self.records is not None:
-            return range(len(self.records))
-        return self.order if self.order is not None else range(len(self.offsets))
+        if self.order is not None:
+            return self.order
+        return range(len(self.records) if self.records is not None else len(self.offsets))
 
     def __iter__(self) -> Iterator[dict]:
         if self.records is not None:
-            yield from self.records
+            records = self.records
+            for pos in self._positions():
+                yield records[pos]
             return
         for pos in self._positions():
             yield self.get(pos)
@@ -119,8 +122,8 @@ class FlowStore:
     def raw_lines(self) -> Iterator[bytes]:
         """Each record as one compact JSON line (no newline), in order."""
         if self.records is not None:
-            for rec in self.records:
-                yield _dumps(rec)
+            for pos in self._positions():
+                yield _dumps(self.records[pos])
             return
         offsets, lengths = self.offsets, self.lengths
         for pos in self._positions():
@@ -139,6 +142,23 @@ class FlowStore:
             return
         for pos in range(len(self.offsets)):
             yield self.get(pos)
+
+    def export_state(self) -> dict:
+        """What ``from_state`` needs, besides the spill file (handed over by descriptor)."""
+        return {"spill_at": self.spill_at, "records": self.records, "end": self.end, "ids": self.ids,
+                "offsets": self.offsets, "lengths": self.lengths, "order": self.order}
+
+    @classmethod
+    def from_state(cls, state: dict, file) -> "FlowStore":
+        store = cls(state["spill_at"])
+        store.records = state["records"]
+        store.file = file
+        store.end = state["end"]
+        store.ids, store.offsets, store.lengths = state["ids"], state["offsets"], state["lengths"]
+        store.order = state["order"]
+        if file is not None:
+            file.seek(0, os.SEEK_END)   # appends (replace) go to the end
+        return store
 
     def to_list(self) -> list[dict]:
         return list(self)

@@ -34,6 +34,9 @@ from typing import Any, Optional
 
 from dotaudit.rules.policy import Policy
 
+CROSS_FACTS = ("fallback_after_dot_failure", "fallback_dot_flow_id", "fallback_delay_s",
+               "full_handshakes_to_server", "resumed_handshakes_to_server", "single_query_connections_to_server")
+"""The correlations that depend on other flows (the rest depend on the flow and the policy)."""
 DOT_CLASSES = frozenset({"dot", "dot-nonstandard-port", "tls-on-853-not-dns"})
 PLAINTEXT_CLASSES = frozenset({"do53", "dns-nonstandard-port"})
 MULTICAST_CLASSES = frozenset({"mdns", "llmnr", "nbns"})
@@ -311,17 +314,14 @@ class Correlator:
             self.single_query[pair] += 1
 
     def annotate(self, flow: dict) -> dict:
-        if not self._sorted:
-            for failures in self.by_client_dot_failures.values():
-                failures.sort(key=lambda f: f.get("first_ts") or 0.0)
-            self._sorted = True
-        policy = self.policy
-        by_client_dot_failures = self.by_client_dot_failures
-        full_handshakes = self.full_handshakes
-        single_query = self.single_query
-        window = policy.fallback_window_s
-        client, server = _ip(flow.get("client")), _ip(flow.get("server"))
-        pair = (client, server, _get(flow, "server", "port"))
+        """Write ``flow["correlations"]`` and ``flow["policy"]`` (after every flow was observed)."""
+        self.annotate_local(flow)
+        self.annotate_cross(flow)
+        return flow
+
+    def annotate_local(self, flow: dict) -> dict:
+        """The facts that depend on this flow and the policy only; the cross-flow ones
+        (CROSS_FACTS) get the values they have when no other flow matters."""
         tls = flow.get("tls") if isinstance(flow.get("tls"), dict) else None
         corr: dict[str, Any] = {
             "fallback_after_dot_failure": False,
@@ -338,27 +338,8 @@ class Correlator:
         }
         cls = flow.get("class")
         queries = _get(flow, "dns", "queries")
-        if (cls in PLAINTEXT_CLASSES and isinstance(queries, int) and queries > 0
-                and not policy.is_local_resolver(server)):
-            start = flow.get("first_ts")
-            best = None
-            for failed in by_client_dot_failures.get(client, ()):
-                f_first, f_last = failed.get("first_ts"), failed.get("last_ts")
-                if start is None or f_first is None:
-                    continue
-                f_last = f_last if f_last is not None else f_first
-                if f_first <= start and start - f_last <= window:
-                    best = failed  # the latest failure before the query wins
-            if best is not None:
-                corr["fallback_after_dot_failure"] = True
-                corr["fallback_dot_flow_id"] = best.get("id")
-                delay = start - (best.get("last_ts") if best.get("last_ts") is not None else best["first_ts"])
-                corr["fallback_delay_s"] = round(max(delay, 0.0), 6)
         if is_dot_attempt(flow):
-            corr["full_handshakes_to_server"] = full_handshakes.get(pair, 0)
-            corr["resumed_handshakes_to_server"] = self.resumed_handshakes.get(pair, 0)
             corr["queries_per_connection"] = queries_on(flow)
-            corr["single_query_connections_to_server"] = single_query.get(pair, 0)
         elif isinstance(queries, int):
             corr["queries_per_connection"] = queries
         if tls is not None:
@@ -376,7 +357,48 @@ class Correlator:
             corr["multicast_nonlocal_qnames"] = nonlocal_names
             corr["multicast_nonlocal_count"] = len(nonlocal_names)
         flow["correlations"] = corr
-        flow["policy"] = _policy_facts(flow, policy)
+        flow["policy"] = _policy_facts(flow, self.policy)
+        return flow
+
+    def fallback_candidate(self, flow: dict) -> bool:
+        """Can another flow make this one a fallback (plaintext queries to a non-local resolver)?"""
+        queries = _get(flow, "dns", "queries")
+        return (flow.get("class") in PLAINTEXT_CLASSES and isinstance(queries, int) and queries > 0
+                and not self.policy.is_local_resolver(_ip(flow.get("server"))))
+
+    def failed_clients(self):
+        """Clients with a failed DoT attempt (only their fallback candidates can change)."""
+        return self.by_client_dot_failures.keys()
+
+    def annotate_cross(self, flow: dict) -> dict:
+        """Set the CROSS_FACTS of an annotated flow from every flow observed."""
+        if not self._sorted:
+            for failures in self.by_client_dot_failures.values():
+                failures.sort(key=lambda f: f.get("first_ts") or 0.0)
+            self._sorted = True
+        corr = flow["correlations"]
+        client, server = _ip(flow.get("client")), _ip(flow.get("server"))
+        if self.fallback_candidate(flow):
+            start = flow.get("first_ts")
+            best = None
+            window = self.policy.fallback_window_s
+            for failed in self.by_client_dot_failures.get(client, ()):
+                f_first, f_last = failed.get("first_ts"), failed.get("last_ts")
+                if start is None or f_first is None:
+                    continue
+                f_last = f_last if f_last is not None else f_first
+                if f_first <= start and start - f_last <= window:
+                    best = failed  # the latest failure before the query wins
+            if best is not None:
+                corr["fallback_after_dot_failure"] = True
+                corr["fallback_dot_flow_id"] = best.get("id")
+                delay = start - (best.get("last_ts") if best.get("last_ts") is not None else best["first_ts"])
+                corr["fallback_delay_s"] = round(max(delay, 0.0), 6)
+        if is_dot_attempt(flow):
+            pair = (client, server, _get(flow, "server", "port"))
+            corr["full_handshakes_to_server"] = self.full_handshakes.get(pair, 0)
+            corr["resumed_handshakes_to_server"] = self.resumed_handshakes.get(pair, 0)
+            corr["single_query_connections_to_server"] = self.single_query.get(pair, 0)
         return flow
 
 

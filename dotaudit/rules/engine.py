@@ -352,8 +352,9 @@ class Evaluator:
         self.findings = RecordStore(key=sort_key)   # per-flow findings: one per rule per flow
         self.groups: dict[tuple, _Group] = {}
 
-    def add(self, flow: dict) -> None:
-        for rule in match_flow(flow, self.index):
+    def add(self, flow: dict, index: Optional[RuleIndex] = None) -> None:
+        """Evaluate every rule (or only those of ``index``) on one flow."""
+        for rule in match_flow(flow, self.index if index is None else index):
             if rule.extras.aggregate == "pair":
                 key = (rule.name,) + _pair_key(flow)
                 group = self.groups.get(key)
@@ -364,8 +365,8 @@ class Evaluator:
             else:
                 self.findings.add(build_finding(rule, [flow]).to_dict())
 
-    def result(self, report: dict) -> RecordStore:
-        """All findings, sorted; a list-like store that spills to disk when large."""
+    def flow_findings(self) -> RecordStore:
+        """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
         for key, group in self.groups.items():
             name = key[0]
@@ -374,6 +375,17 @@ class Evaluator:
             findings.add(build_finding(self.by_name[name], sample, group=totals).to_dict())
         self.groups = {}
         self.spool.close()
+        return findings
+
+    def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
+        """All findings, sorted; a list-like store that spills to disk when large.
+        ``flow_findings``: what ``flow_findings`` returned in a judge process."""
+        if flow_findings is None:
+            findings = self.flow_findings()
+        else:
+            findings = flow_findings
+            findings.key = sort_key
+            self.spool.close()
         if self.index.capture:
             record = capture_record(report)
             for rule in self.index.capture:

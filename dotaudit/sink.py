@@ -1,0 +1,268 @@
+"""Where finished flow records go: latency statistics, the flow store and the rules.
+
+``RecordSink`` does it in this process.  ``ProcessSink`` does the same work in a second process
+(forked, so it shares the loaded rules and modules copy-on-write): the packet loop only
+serialises each record onto a pipe and goes on, while the other core keeps the statistics,
+stores the record and judges it.  The records arrive in the same order, so the results are the
+same (tests/test_sink.py); on one CPU, or with DOTAUDIT_NO_FORK=1, the in-process sink is used.
+
+At ``finish`` the judge process sends back, over a Unix socket, its state (pickled) and the
+descriptors of its spill files (SCM_RIGHTS), so no record is copied twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+from typing import Optional
+
+import orjson
+
+from .flows.store import FlowStore
+from .latency import LatencyStats
+
+_LEN = struct.Struct("<I")
+MAX_FDS = 8
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1 << 20
+CHUNK_BYTES = 1 << 18        # records are sent in chunks of about 256 KiB ...
+QUEUE_CHUNKS = 32            # ... at most 8 MiB of them waiting for the judge process
+
+
+class SinkError(RuntimeError):
+    """The judge process failed; its message says why."""
+
+
+class RecordSink:
+    """Latency statistics, the flow store and (with a judge) the rules, in this process."""
+
+    def __init__(self, judge=None):
+        self.latency = LatencyStats()
+        self.records = FlowStore()
+        self.judge = judge
+        if judge is not None:
+            judge.store = self.records
+
+    def add(self, rec: dict) -> None:
+        self.latency.add(rec)
+        if self.judge is not None:
+            try:
+                self.judge.add(rec)
+            except Exception as exc:   # noqa: BLE001 - a rule's failure: one line, exit 4
+                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+        else:
+            self.records.add(rec)
+
+    def finish(self):
+        """(flow store, latency stats, flow findings store or None)."""
+        findings = None
+        if self.judge is not None:
+            try:
+                findings = self.judge.finish_flows()
+            except Exception as exc:   # noqa: BLE001
+                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+        return self.records, self.latency, findings
+
+
+def can_fork() -> bool:
+    if os.environ.get("DOTAUDIT_NO_FORK") or not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) >= 2
+
+
+class ProcessSink:
+    """A RecordSink in a forked process, fed through a pipe."""
+
+    def __init__(self, judge=None):
+        self.judge = judge
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:   # the judge process
+            try:
+                os.close(wfd)
+                parent_sock.close()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
+                code = _serve(os.fdopen(rfd, "rb", buffering=1 << 20), child_sock, judge)
+            except BaseException:   # noqa: BLE001 - report, never unwind into the parent's code
+                code = 1
+            os._exit(code)
+        os.close(rfd)
+        child_sock.close()
+        self.pid = pid
+        self.sock = parent_sock
+        try:
+            fcntl.fcntl(wfd, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        self.wfd = wfd
+        # Flows finish in bursts (every idle sweep); a writer thread with a bounded queue lets
+        # the packet loop go on while the judge process catches up.
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.writer = threading.Thread(target=self._writer, name="dotaudit-sink", daemon=True)
+        self.writer.start()
+        self.chunk: list[bytes] = []
+        self.chunk_bytes = 0
+        self.broken = False
+        self._dumps = orjson.dumps
+        self._pack = _LEN.pack
+        self.latency: Optional[LatencyStats] = None
+        self.records: Optional[FlowStore] = None
+
+    def _writer(self) -> None:
+        get = self.queue.get
+        fd = self.wfd
+        while True:
+            data = get()
+            if data is None:
+                return
+            if self.broken:
+                continue
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                self.broken = True
+
+    def add(self, rec: dict) -> None:
+        data = self._dumps(rec)
+        self.chunk.append(self._pack(len(data)))
+        self.chunk.append(data)
+        self.chunk_bytes += len(data) + 4
+        if self.chunk_bytes >= CHUNK_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.broken:
+            raise SinkError(self._failure() or "the judge process stopped")
+        self.queue.put(b"".join(self.chunk))
+        self.chunk = []
+        self.chunk_bytes = 0
+
+    def finish(self):
+        if self.chunk:
+            self._flush()
+        self.queue.put(None)
+        self.writer.join()
+        os.close(self.wfd)
+        if self.broken:
+            raise SinkError(self._failure() or "the judge process stopped")
+        msg, fds = _recv(self.sock)
+        self.sock.close()
+        _, status = os.waitpid(self.pid, 0)
+        if msg is None or msg.get("error"):
+            for fd in fds:
+                os.close(fd)
+            raise SinkError((msg or {}).get("error") or f"the judge process ended with status {status}")
+        fds = list(fds)
+        records = _adopt_flow_store(msg["records"], fds)
+        findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
+        if self.judge is not None:
+            self.judge.store = records
+        return records, msg["latency"], findings
+
+    def abort(self) -> None:
+        self.broken = True
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    def _failure(self) -> Optional[str]:
+        try:
+            msg, fds = _recv(self.sock)
+        except OSError:
+            return None
+        for fd in fds:
+            os.close(fd)
+        return (msg or {}).get("error")
+
+
+def _serve(stream, sock: socket.socket, judge) -> int:
+    sink = RecordSink(judge)
+    read = stream.read
+    unpack = _LEN.unpack
+    loads = orjson.loads
+    add = sink.add
+    try:
+        while True:
+            head = read(4)
+            if len(head) < 4:
+                break
+            (n,) = unpack(head)
+            add(loads(read(n)))
+        records, latency, findings = sink.finish()
+        fds: list[int] = []
+        msg = {"latency": latency, "records": _export_flow_store(records, fds),
+               "findings": _export_record_store(findings, fds) if findings is not None else None}
+        _send(sock, msg, fds)
+        return 0
+    except SinkError as exc:
+        _send(sock, {"error": str(exc)}, [])
+        return 1
+    except Exception as exc:  # noqa: BLE001 - any failure becomes the parent's one-line error
+        _send(sock, {"error": f"judge process failed: {type(exc).__name__}: {exc}"}, [])
+        return 1
+
+
+def _send(sock: socket.socket, msg: dict, fds: list[int]) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    socket.send_fds(sock, [_LEN.pack(len(data))], fds[:MAX_FDS])
+    sock.sendall(data)
+
+
+def _recv(sock: socket.socket):
+    head, fds, _flags, _addr = socket.recv_fds(sock, 4, MAX_FDS)
+    if len(head) < 4:
+        return None, fds
+    (n,) = _LEN.unpack(head)
+    chunks = []
+    while n:
+        b = sock.recv(min(n, 1 << 20))
+        if not b:
+            return None, fds
+        chunks.append(b)
+        n -= len(b)
+    return pickle.loads(b"".join(chunks)), fds
+
+
+# -- handing the stores over --------------------------------------------------------------------
+
+def _export_flow_store(store: FlowStore, fds: list[int]) -> dict:
+    if store.file is not None:
+        store.file.flush()
+        fds.append(store.file.fileno())
+    return {"state": store.export_state(), "fd": len(fds) - 1 if store.file is not None else None}
+
+
+def _adopt_flow_store(msg: dict, fds: list[int]) -> FlowStore:
+    file = os.fdopen(fds[msg["fd"]], "r+b") if msg["fd"] is not None else None
+    return FlowStore.from_state(msg["state"], file)
+
+
+def _export_record_store(store, fds: list[int]) -> dict:
+    spool = store.spool
+    if spool is not None:
+        spool.file.flush()
+        fds.append(spool.file.fileno())
+    return {"state": store.export_state(), "fd": len(fds) - 1 if spool is not None else None}
+
+
+def _adopt_record_store(msg: dict, fds: list[int]):
+    from .spill import RecordStore
+    file = os.fdopen(fds[msg["fd"]], "r+b") if msg["fd"] is not None else None
+    return RecordStore.from_state(msg["state"], file)

@@ -1,0 +1,77 @@
+"""The judge process (sink.py) gives the in-process result, and fails with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dotaudit import sink
+from dotaudit.flows.store import FlowStore
+from dotaudit.pipeline import audit, options_from_policy, run_files
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = [ROOT / "pcaps" / "gateway" / "mixed.pcap", ROOT / "pcaps" / "leak" / "fallback-after-dot-failure.pcap",
+            ROOT / "pcaps" / "dot" / "tls13-one-query-per-connection.pcap"]
+
+pytestmark = pytest.mark.skipif(not sink.can_fork(), reason="needs fork and two CPUs")
+
+
+def _audit(paths, monkeypatch, fork: bool, spill_at: int) -> dict:
+    with monkeypatch.context() as m:
+        m.setattr(FlowStore.__init__, "__defaults__", (spill_at,))
+        m.setattr(sink, "can_fork", lambda: fork)
+        report = audit([str(p) for p in paths])
+    report.pop("generated_at")
+    return report
+
+
+@pytest.mark.parametrize("spill_at", [1000, 2], ids=["memory", "spilled"])
+def test_judge_process_equals_in_process(monkeypatch, spill_at):
+    for path in CAPTURES:
+        assert path.exists(), path
+    forked = _audit(CAPTURES, monkeypatch, True, spill_at)
+    local = _audit(CAPTURES, monkeypatch, False, spill_at)
+    assert forked["findings"] and forked["flows"]
+    assert forked == local
+
+
+class _BrokenJudge:
+    """A judge whose evaluation raises on the third flow (say, a user rule's bug)."""
+
+    store = None
+
+    def __init__(self):
+        self.seen = 0
+
+    def add(self, rec):
+        self.seen += 1
+        if self.seen == 3:
+            raise ValueError("boom in a rule")
+        self.store.add(rec)
+
+    def finish_flows(self):
+        return None
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["process", "in-process"])
+def test_judge_failure_is_one_clear_error(fork):
+    with pytest.raises(sink.SinkError) as exc:
+        run_files([str(ROOT / "pcaps" / "gateway" / "mixed.pcap")], options_from_policy(None),
+                  judge=_BrokenJudge(), fork=fork)
+    msg = str(exc.value)
+    assert "judging failed: ValueError: boom in a rule" in msg and "\n" not in msg
+
+
+def test_cli_reports_a_judge_failure_on_one_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from dotaudit import cli, pipeline
+
+    monkeypatch.setattr(pipeline, "make_judge", lambda *a, **k: _BrokenJudge())
+    result = CliRunner().invoke(cli.main, ["audit", str(ROOT / "pcaps" / "gateway" / "mixed.pcap"),
+                                           "-o", str(tmp_path / "r.json")])
+    assert result.exit_code == 4
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines == ["dotaudit: error: judging failed: ValueError: boom in a rule"]
+    assert not (tmp_path / "r.json").exists()
