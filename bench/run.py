@@ -4,11 +4,14 @@
 Builds gateway-style captures with the shared generator (../shared/bench/gen_mix.py, outside the
 repository by default), then runs `dotaudit audit` and the tshark command of
 ../shared/bench/README.md alternately, several times each, and prints the median wall times,
-their ratio and each command's peak RSS (from wait4's rusage, per child process).
+their ratio and each command's peak RSS: of its largest process (wait4's rusage) and, since
+dotaudit forks a judge process, summed over the process tree (RSS, and PSS which counts pages
+shared copy-on-write once), sampled every 20 ms.
 
     python bench/run.py                       # 100k and 1M packets, 3 runs each
     python bench/run.py --sizes 100000 --runs 5 --workdir /var/tmp/dotaudit-bench
     python bench/run.py --no-tshark            # dotaudit only (memory scaling check)
+    python bench/run.py --rules-overhead       # also dotaudit --no-rules: what the rules add
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,14 +39,58 @@ TSHARK = ["tshark", "-r", "{pcap}", "-Y", "dns || tls.handshake.type || tls.aler
           "-e", "tls.handshake.ciphersuite", "-e", "tls.alert_message.desc"]
 
 
-def timed(cmd: list[str]) -> tuple[float, int, int]:
-    """Run cmd with stdout discarded; return (wall seconds, peak RSS KiB, exit code)."""
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _rss_pss(pid: int) -> tuple[int, int]:
+    """Sum of RSS and of PSS (KiB) over the process and its descendants right now."""
+    rss = pss = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss, pss
+
+
+def timed(cmd: list[str]) -> tuple[float, int, int, int, int]:
+    """Run cmd with stdout discarded; return (wall seconds, peak RSS KiB of the largest process,
+    exit code, peak summed RSS KiB and peak summed PSS KiB of the process tree)."""
+    peaks = [0, 0]
+    stop = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sample() -> None:   # dotaudit forks a judge process: sum the tree (PSS counts shared pages once)
+        while not stop.is_set():
+            rss, pss = _rss_pss(proc.pid)
+            peaks[0], peaks[1] = max(peaks[0], rss), max(peaks[1], pss)
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss, proc.returncode
+    return wall, usage.ru_maxrss, proc.returncode, peaks[0], peaks[1]
 
 
 def ensure_capture(gen: Path, workdir: Path, n: int, fmt: str) -> Path:
@@ -63,6 +111,8 @@ def main() -> int:
     ap.add_argument("--gen", type=Path, default=DEFAULT_GEN, help="path of gen_mix.py")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dotaudit-bench")
     ap.add_argument("--no-tshark", action="store_true")
+    ap.add_argument("--rules-overhead", action="store_true",
+                    help="also run dotaudit --no-rules (alternating) and report what the rules add")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -80,26 +130,33 @@ def main() -> int:
         out = args.workdir / f"report-{n}.json"
         ours = [dotaudit, "audit", str(pcap), "-o", str(out), "--no-progress", "--fail-on", "never"]
         theirs = [a.replace("{pcap}", str(pcap)) for a in TSHARK]
-        d_runs, t_runs = [], []
+        d_runs, t_runs, n_runs = [], [], []
         for i in range(args.runs):
             d_runs.append(timed(ours))
             if not args.no_tshark:
                 t_runs.append(timed(theirs))
-        for w, _, rc in d_runs:
+            if args.rules_overhead:
+                n_runs.append(timed(ours + ["--no-rules"]))
+        for w, _, rc, _, _ in d_runs:
             if rc not in (0, 1):
                 print(f"dotaudit failed with exit code {rc}", file=sys.stderr)
                 return 1
         row = {
             "packets": n,
             "format": args.format,
-            "dotaudit_median_s": round(statistics.median(w for w, _, _ in d_runs), 3),
-            "dotaudit_peak_rss_mib": round(max(r for _, r, _ in d_runs) / 1024, 1),
-            "dotaudit_packets_per_s": round(n / statistics.median(w for w, _, _ in d_runs)),
+            "dotaudit_median_s": round(statistics.median(r[0] for r in d_runs), 3),
+            "dotaudit_peak_rss_mib": round(max(r[1] for r in d_runs) / 1024, 1),
+            "dotaudit_tree_peak_rss_mib": round(max(r[3] for r in d_runs) / 1024, 1),
+            "dotaudit_tree_peak_pss_mib": round(max(r[4] for r in d_runs) / 1024, 1),
+            "dotaudit_packets_per_s": round(n / statistics.median(r[0] for r in d_runs)),
         }
         if t_runs:
-            row["tshark_median_s"] = round(statistics.median(w for w, _, _ in t_runs), 3)
-            row["tshark_peak_rss_mib"] = round(max(r for _, r, _ in t_runs) / 1024, 1)
+            row["tshark_median_s"] = round(statistics.median(r[0] for r in t_runs), 3)
+            row["tshark_peak_rss_mib"] = round(max(r[1] for r in t_runs) / 1024, 1)
             row["speedup_vs_tshark"] = round(row["tshark_median_s"] / row["dotaudit_median_s"], 2)
+        if n_runs:
+            row["dotaudit_no_rules_median_s"] = round(statistics.median(r[0] for r in n_runs), 3)
+            row["rules_overhead_pct"] = round(100 * (row["dotaudit_median_s"] / row["dotaudit_no_rules_median_s"] - 1), 1)
         results.append(row)
         print(json.dumps(row), flush=True)
     if len(results) > 1:

@@ -13,6 +13,7 @@ descriptors of its spill files (SCM_RIGHTS), so no record is copied twice.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import pickle
 import queue
@@ -34,6 +35,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
 CHUNK_BYTES = 1 << 18        # records are sent in chunks of about 256 KiB ...
 QUEUE_CHUNKS = 32            # ... at most 8 MiB of them waiting for the judge process
+READ_SIZE = 1 << 20
 
 
 class SinkError(RuntimeError):
@@ -89,13 +91,17 @@ class ProcessSink:
         rfd, wfd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Objects alive now are shared copy-on-write with the judge process; keep the garbage
+        # collector of either process from writing to them (each write copies a page) until the
+        # records are all handed over.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:   # the judge process
             try:
                 os.close(wfd)
                 parent_sock.close()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
-                code = _serve(os.fdopen(rfd, "rb", buffering=1 << 20), child_sock, judge)
+                code = _serve(rfd, child_sock, judge)
             except BaseException:   # noqa: BLE001 - report, never unwind into the parent's code
                 code = 1
             os._exit(code)
@@ -153,6 +159,7 @@ class ProcessSink:
         self.chunk_bytes = 0
 
     def finish(self):
+        gc.unfreeze()
         if self.chunk:
             self._flush()
         self.queue.put(None)
@@ -175,6 +182,7 @@ class ProcessSink:
         return records, msg["latency"], findings
 
     def abort(self) -> None:
+        gc.unfreeze()
         self.broken = True
         try:
             os.kill(self.pid, signal.SIGKILL)
@@ -192,19 +200,29 @@ class ProcessSink:
         return (msg or {}).get("error")
 
 
-def _serve(stream, sock: socket.socket, judge) -> int:
+def _serve(fd: int, sock: socket.socket, judge) -> int:
     sink = RecordSink(judge)
-    read = stream.read
-    unpack = _LEN.unpack
+    unpack_from = _LEN.unpack_from
     loads = orjson.loads
     add = sink.add
+    buf = b""
+    pos = 0
     try:
         while True:
-            head = read(4)
-            if len(head) < 4:
+            # every whole record in the buffer
+            n = len(buf)
+            while pos + 4 <= n:
+                (size,) = unpack_from(buf, pos)
+                end = pos + 4 + size
+                if end > n:
+                    break
+                add(loads(buf[pos + 4:end]))
+                pos = end
+            chunk = os.read(fd, READ_SIZE)
+            if not chunk:
                 break
-            (n,) = unpack(head)
-            add(loads(read(n)))
+            buf = buf[pos:] + chunk
+            pos = 0
         records, latency, findings = sink.finish()
         fds: list[int] = []
         msg = {"latency": latency, "records": _export_flow_store(records, fds),
