@@ -150,6 +150,21 @@ void sc_unmute(scanner_t *s, int proto, const uint8_t *k, int len) {
     }
 }
 
+/* Ids of muted flows idle past their timeout (FlowTable.sweep's rules for an uninteresting
+ * flow): UDP last seen before cut_udp; TCP before cut_closed once FIN/RST was seen, else before
+ * cut_open.  An id may appear twice (one slot per direction).  Returns how many were written. */
+int64_t sc_expired(scanner_t *s, double cut_udp, double cut_closed, double cut_open, int32_t *out, int64_t cap) {
+    int64_t k = 0;
+    for (uint64_t i = 0; i <= s->mask && k < cap; i++) {
+        const slot_t *sl = &s->slots[i];
+        if (!sl->hash) continue;
+        double lt = s->lts[sl->id];
+        int gone = sl->proto == 17 ? lt < cut_udp : (s->closed[sl->id] ? lt < cut_closed : lt < cut_open);
+        if (gone) out[k++] = sl->id;
+    }
+    return k;
+}
+
 /* The fast-path test and bookkeeping for one Ethernet frame; 1 if it belonged to a muted flow. */
 static int muted_frame(scanner_t *s, const uint8_t *d, uint32_t n, double ts) {
     if (n < 14) return 0;

@@ -62,10 +62,15 @@ def _load():
         return None
     candidates = [HERE / LIBNAME]
     if SOURCE.exists():
+        try:   # a source checkout whose _scan.c changed since the last install: not that build
+            if candidates[0].exists() and candidates[0].stat().st_mtime < SOURCE.stat().st_mtime:
+                candidates.pop(0)
+        except OSError:
+            pass
         candidates.append(_cache_path())
     lib = None
     for path in candidates:
-        if not path.exists() and path != candidates[0]:
+        if not path.exists() and path.parent != HERE:
             try:
                 if not compile_library(path):
                     continue
@@ -98,6 +103,7 @@ def _load():
         "sc_hi": (dbl, [vp]),
         "sc_last": (dbl, [vp]),
         "sc_muted_packets": (u64, [vp]),
+        "sc_expired": (i64, [vp, dbl, dbl, dbl, vp, i64]),
         "sc_scan_pcap": (i64, [vp, ctypes.c_char_p, i64, i64, ci, ci, ctypes.c_uint32, ci, vp, vp, i64, vp]),
         "sc_scan_pcapng": (i64, [vp, ctypes.c_char_p, i64, i64, ci, ci, vp, vp, vp, vp, ci, vp, vp, i64, vp]),
     }
@@ -184,6 +190,13 @@ class Scanner:
         lib.sc_unmute(self.h, proto, ckey, len(ckey))
         lib.sc_unmute(self.h, proto, skey, len(skey))
         self.free.append(fid)
+
+    def expired(self, cut_udp: float, cut_closed: float, cut_open: float) -> set[int]:
+        """Ids of muted flows idle past their timeout (see sc_expired)."""
+        cap = 2 * max(self.muted_count(), 1)
+        out = array("i", bytes(4 * cap))
+        k = self.lib.sc_expired(self.h, cut_udp, cut_closed, cut_open, out.buffer_info()[0], cap)
+        return set(out[:k])
 
     def muted_count(self) -> int:
         return self.lib.sc_count(self.h)

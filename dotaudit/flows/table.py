@@ -90,6 +90,8 @@ class FlowTable:
         scanner.room = lambda: max_flows - len(live) - 1
 
     def _mute(self, flow: Flow) -> None:
+        if flow.proto == 17 and flow.dns is not None and flow.dns.queries:
+            return   # its idle timeout depends on DNS state the scanner does not keep
         sc = self.scanner
         fid = sc.mute(flow.proto, flow.ckey, flow.skey)
         if fid < 0:
@@ -104,6 +106,8 @@ class FlowTable:
         """A packet of a muted flow that reached Python: newer than what the scanner noted?"""
         sc = self.scanner
         fid = flow.slot
+        if flow.closed:
+            sc.closed[fid] = 1
         seq = (self.input << 40) | self.frame
         if seq > sc.lseq[fid]:
             sc.lts[fid] = ts
@@ -384,11 +388,14 @@ class FlowTable:
         cut_open = now - TIMEOUT_TCP_OPEN
         cut_closed = now - TIMEOUT_TCP_CLOSED
         done = []
+        muted_done = None
         if self.muted:
-            sync = self._sync
-            for flow in self.muted.values():
-                sync(flow)
+            # muted flows: the scanner knows their last timestamp and FIN/RST (OTHER-mode rules)
+            muted = self.muted
+            muted_done = [muted[fid] for fid in self.scanner.expired(cut_udp_other, cut_closed, cut_open)]
         for flow in self.live.values():
+            if flow.slot >= 0:
+                continue
             lt = flow.last_ts
             if flow.proto == 17:
                 dns = flow.dns
@@ -402,6 +409,9 @@ class FlowTable:
                     done.append(flow)
             elif lt < cut_open:
                 done.append(flow)
+        if muted_done:
+            done += muted_done
+            done.sort(key=_flow_id)   # the live table's order: flows are registered in id order
         for flow in done:
             self.stats.expired += 1
             self._finish(flow, flow.end_reason("idle"))
@@ -444,6 +454,10 @@ def _ipv6_extensions(data: bytes, nh: int, l4: int, end: int):
         nh = data[l4]
         l4 += ext_len
     return nh, l4, None
+
+
+def _flow_id(flow: Flow) -> int:
+    return flow.id
 
 
 def _client_side(sport: int, dport: int, service_ports) -> bool:
