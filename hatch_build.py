@@ -1,4 +1,5 @@
-"""Hatch build hook: compile the optional C record scanner (dotaudit/capture/_scan.c).
+"""Hatch build hook: compile the optional C fast paths (dotaudit/capture/_scan.c, the record
+scanner, and dotaudit/dns/_wire.c, the DNS wire walker) into one library.
 
 It is loaded with ctypes, so it needs a C compiler but no Python headers.  Without a compiler
 the wheel is built without it and dotaudit runs its pure-Python path (same results, slower).
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("dotaudit/capture/_scan.c")
+SOURCES = (Path("dotaudit/capture/_scan.c"), Path("dotaudit/dns/_wire.c"))
 TARGET = Path("dotaudit/capture/_dotaudit_scan.so")
 CFLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 
@@ -26,12 +27,12 @@ class ScannerBuildHook(BuildHookInterface):
         if self.target_name != "wheel":
             return
         root = Path(self.root)
-        src, out = root / SOURCE, root / TARGET
+        srcs, out = [root / s for s in SOURCES], root / TARGET
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if not cc or not src.exists():
+        if not cc or not all(s.exists() for s in srcs):
             print("dotaudit: no C compiler; the pure-Python reader will be used", file=sys.stderr)
             return
-        r = subprocess.run([cc, *CFLAGS, "-o", str(out), str(src)], capture_output=True, text=True)
+        r = subprocess.run([cc, *CFLAGS, "-o", str(out), *map(str, srcs)], capture_output=True, text=True)
         if r.returncode != 0:
             print(f"dotaudit: compiling the C scanner failed; the pure-Python reader will be used\n{r.stderr}",
                   file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The optional C record scanner (``_scan.c``), loaded with ctypes.
+"""The optional C fast paths, loaded with ctypes: the record scanner (``_scan.c``) and the DNS
+wire walker (``../dns/_wire.c``), built into one library.
 
 ``pip install`` compiles it (hatch_build.py); a source checkout compiles it on first use into
 the user's cache directory when a C compiler is there.  Without it dotaudit runs the same
@@ -19,7 +20,8 @@ from array import array
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "_scan.c"
+SOURCES = (HERE / "_scan.c", HERE.parent / "dns" / "_wire.c")
+SOURCE = SOURCES[0]
 LIBNAME = "_dotaudit_scan.so"
 CFLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 BATCH = 4096          # records handed back to Python per call, at most
@@ -28,16 +30,16 @@ _lib = None
 _tried = False
 
 
-def compile_library(out: Path, source: Path = SOURCE) -> bool:
-    """Compile the scanner to ``out`` with the system C compiler; False if there is none or it fails."""
+def compile_library(out: Path, sources=SOURCES) -> bool:
+    """Compile the library to ``out`` with the system C compiler; False if there is none or it fails."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc or not source.exists():
+    if not cc or not all(src.exists() for src in sources):
         return False
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=str(out.parent))
     os.close(fd)
     try:
-        r = subprocess.run([cc, *CFLAGS, "-o", tmp, str(source)], capture_output=True)
+        r = subprocess.run([cc, *CFLAGS, "-o", tmp, *map(str, sources)], capture_output=True)
         if r.returncode != 0:
             return False
         os.replace(tmp, out)
@@ -48,7 +50,7 @@ def compile_library(out: Path, source: Path = SOURCE) -> bool:
 
 
 def _cache_path() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + " ".join(CFLAGS).encode()).hexdigest()[:16]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "dotaudit" / f"scan-{digest}-{sys.implementation.cache_tag}.so"
 
@@ -61,9 +63,9 @@ def _load():
     if os.environ.get("DOTAUDIT_NO_FAST"):
         return None
     candidates = [HERE / LIBNAME]
-    if SOURCE.exists():
-        try:   # a source checkout whose _scan.c changed since the last install: not that build
-            if candidates[0].exists() and candidates[0].stat().st_mtime < SOURCE.stat().st_mtime:
+    if all(src.exists() for src in SOURCES):
+        try:   # a source checkout whose C changed since the last install: not that build
+            if candidates[0].exists() and candidates[0].stat().st_mtime < max(src.stat().st_mtime for src in SOURCES):
                 candidates.pop(0)
         except OSError:
             pass
@@ -104,6 +106,7 @@ def _load():
         "sc_last": (dbl, [vp]),
         "sc_muted_packets": (u64, [vp]),
         "sc_expired": (i64, [vp, dbl, dbl, dbl, vp, i64]),
+        "dns_parse": (ci, [ctypes.c_char_p, i64, vp, vp]),
         "sc_scan_pcap": (i64, [vp, ctypes.c_char_p, i64, i64, ci, ci, ctypes.c_uint32, ci, vp, vp, i64, vp]),
         "sc_scan_pcapng": (i64, [vp, ctypes.c_char_p, i64, i64, ci, ci, vp, vp, vp, vp, ci, vp, vp, i64, vp]),
     }
@@ -120,6 +123,11 @@ def _load():
 
 def available() -> bool:
     return _load() is not None
+
+
+def library():
+    """The loaded library, or None (pure-Python paths)."""
+    return _load()
 
 
 def _view(ptr: int, ctype, n: int, fmt: str) -> memoryview:

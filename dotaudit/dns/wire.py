@@ -9,6 +9,7 @@ validating every length and compression pointer, and builds no record objects (a
 
 from __future__ import annotations
 
+import ctypes
 from typing import NamedTuple
 
 OPT = 41
@@ -148,8 +149,8 @@ def _read_name(w: bytes, p: int, n: int) -> tuple[str, int]:
     return ".".join(labels).lower(), end
 
 
-def parse(w: bytes) -> DnsMessage:
-    """Parse a DNS message; raise DnsFormatError when it is not one."""
+def _parse_py(w: bytes) -> DnsMessage:
+    """The Python walker: every message (``parse`` uses the C one for the common case)."""
     n = len(w)
     if n < 12:
         raise DnsFormatError("shorter than a DNS header")
@@ -229,6 +230,45 @@ def parse(w: bytes) -> DnsMessage:
         raise DnsFormatError("trailing bytes after the last record")
     return DnsMessage(mid, bool(flags & 0x8000), (flags >> 11) & 0xF, rcode, flags, qd, an, ns, ar,
                       qname, qtype, qclass, edns, udp_size, do_bit, padding, keepalive, cookie, ecs, more)
+
+
+def _c_walker():
+    """``parse`` backed by the C walker (dns/_wire.c), or None without the C library."""
+    from array import array
+
+    from ..capture import fast
+
+    lib = fast.library()
+    if lib is None:
+        return None
+    out = array("q", bytes(8 * 17))
+    name = bytearray(256)
+    out_p = out.buffer_info()[0]
+    name_p = (ctypes.c_char * 256).from_buffer(name)
+    name_addr = ctypes.addressof(name_p)
+    c_parse = lib.dns_parse
+    py_parse = _parse_py
+    msg = DnsMessage
+
+    def parse_c(w: bytes) -> DnsMessage:
+        status = c_parse(w, len(w), out_p, name_addr)
+        if status == 0:
+            (mid, flags, qd, an, ns, ar, qlen, qtype, qclass, edns, udp_size, do_bit, padding, keepalive,
+             cookie, ecs, rcode) = out
+            return msg(mid, flags >= 0x8000, (flags >> 11) & 0xF, rcode, flags, qd, an, ns, ar,
+                       name[:qlen].decode("ascii") if qlen >= 0 else None, None if qtype < 0 else qtype,
+                       None if qclass < 0 else qclass, edns == 1, None if udp_size < 0 else udp_size,
+                       do_bit == 1, None if padding < 0 else padding, keepalive == 1, cookie == 1, ecs == 1, ())
+        if status == 1:
+            raise DnsFormatError("malformed DNS message")
+        return py_parse(w)
+
+    return parse_c
+
+
+parse_c = _c_walker()
+parse = parse_c or _parse_py
+"""Parse a DNS message; raise DnsFormatError when it is not one (C walker when built)."""
 
 
 def looks_like_query(w: bytes) -> DnsMessage | None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import UDP
 from scapy.utils import PcapReader
 
-from dotaudit.dns.wire import DnsFormatError, looks_like_query, parse
+from dotaudit.dns.wire import DnsFormatError, _parse_py, looks_like_query, parse, parse_c
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,3 +158,77 @@ def test_looks_like_query_is_strict():
     assert looks_like_query(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n") is None
     r = dns.message.make_response(dns.message.make_query("x.example.", "A")).to_wire()
     assert looks_like_query(r) is None
+
+
+# -- the C walker (dns/_wire.c) against the Python one ------------------------------------------
+
+needs_c = pytest.mark.skipif(parse_c is None, reason="the C library is not built (no C compiler)")
+
+
+def _both(wire: bytes):
+    out = []
+    for fn in (parse_c, _parse_py):
+        try:
+            out.append(fn(wire))
+        except DnsFormatError:
+            out.append("malformed")
+    return out
+
+
+@needs_c
+def test_c_walker_is_python_walker_on_real_messages():
+    payloads = _public_dns_payloads()
+    for wire in payloads:
+        c, py = _both(wire)
+        assert c == py, wire.hex()
+    # and on every prefix and one-byte mutation of a few of them (error paths)
+    for wire in payloads[:40]:
+        for cut in range(len(wire)):
+            c, py = _both(wire[:cut])
+            assert c == py, (wire.hex(), cut)
+        for pos in range(len(wire)):
+            for b in (0x00, 0x3F, 0xC0, 0xFF):
+                w = bytearray(wire)
+                w[pos] = b
+                c, py = _both(bytes(w))
+                assert c == py, (wire.hex(), pos, b)
+
+
+@needs_c
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(min_size=0, max_size=300))
+def test_c_walker_is_python_walker_on_random_bytes(data):
+    c, py = _both(data)
+    assert c == py
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(_labels, st.sampled_from(["A", "AAAA", "TXT", "HTTPS"]), st.booleans(), st.sampled_from([0, 128, 468]),
+       st.integers(0, 300), st.binary(min_size=1, max_size=6), st.booleans())
+def test_c_walker_is_python_walker_on_mutated_messages(labels, rdtype, edns, pad, pos, junk, response):
+    name = ".".join(labels) + "." if labels else "."
+    q = dns.message.make_query(name.upper() if pos % 2 else name, rdtype, use_edns=0 if edns else False,
+                               pad=pad if edns else 0)
+    m = dns.message.make_response(q) if response else q
+    if response and labels:
+        m.answer.append(dns.rrset.from_text(name, 60, "IN", "TXT", '"x y"'))
+    wire = bytearray(m.to_wire())
+    assert _both(bytes(wire))[0] == _both(bytes(wire))[1]
+    pos %= len(wire)
+    wire[pos:pos + len(junk)] = junk
+    c, py = _both(bytes(wire))
+    assert c == py
+
+
+@needs_c
+def test_c_walker_hands_awkward_names_to_python():
+    # several questions (mDNS) and labels that need escaping go to the Python walker, same answer
+    head = b"\x00\x01\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00"
+    two = head + b"\x01a\x05local\x00\x00\x01\x00\x01" + b"\x01b\xc0\x0e\x00\x01\x00\x01"
+    odd = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"\x03a.b\x02\xffx\x00\x00\x01\x00\x01"
+    for wire in (two, odd):
+        c, py = _both(wire)
+        assert c == py and c != "malformed"
+    assert parse_c(two).more_qnames == ("b.local",)
+    assert parse_c(odd).qname == "a\\.b.\\255x"
