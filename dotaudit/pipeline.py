@@ -21,7 +21,7 @@ from .flows.record import AnalysisOptions, build_record
 from .flows.store import FlowStore
 from .flows.table import FlowTable
 from .latency import LatencyStats
-from .sink import ProcessSink, RecordSink, can_fork
+from . import sink as _sink
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 PROGRESS_EVERY = 16384
@@ -84,8 +84,8 @@ def _progress(enabled: bool):
 def make_sink(judge=None, *, fork: bool | None = None):
     """The record sink of an offline audit: a judge process when there is a second CPU."""
     if fork is None:
-        fork = can_fork()
-    return ProcessSink(judge) if fork else RecordSink(judge)
+        fork = _sink.can_fork()
+    return _sink.ProcessSink(judge) if fork else _sink.RecordSink(judge)
 
 
 def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False, judge=None,

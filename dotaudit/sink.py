@@ -62,12 +62,13 @@ class RecordSink:
         else:
             self.records.add(rec)
 
-    def finish(self):
-        """(flow store, latency stats, flow findings store or None)."""
+    def finish(self, share=None):
+        """(flow store, latency stats, flow findings store or None).  ``share``: hand part of
+        the last work to the parent process (Evaluator.flow_findings)."""
         findings = None
         if self.judge is not None:
             try:
-                findings = self.judge.finish_flows()
+                findings = self.judge.finish_flows(share) if share is not None else self.judge.finish_flows()
             except Exception as exc:   # noqa: BLE001
                 raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
         return self.records, self.latency, findings
@@ -167,7 +168,16 @@ class ProcessSink:
         os.close(self.wfd)
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
-        msg, fds = _recv(self.sock)
+        # first the aggregates the judge process hands over (we would only be waiting), then
+        # its results
+        work, fds = _recv(self.sock)
+        built: list = []
+        if work is not None and "items" in work:
+            if work["items"]:
+                built = self.judge.evaluator.build_items(work["items"])
+            msg, fds = _recv(self.sock)
+        else:
+            msg = work
         self.sock.close()
         _, status = os.waitpid(self.pid, 0)
         if msg is None or msg.get("error"):
@@ -177,6 +187,8 @@ class ProcessSink:
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
+        for f in built:
+            findings.add(f)
         if self.judge is not None:
             self.judge.store = records
         return records, msg["latency"], findings
@@ -223,7 +235,10 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                 break
             buf = buf[pos:] + chunk
             pos = 0
-        records, latency, findings = sink.finish()
+        def share(items) -> None:
+            _send(sock, {"items": items}, [])
+
+        records, latency, findings = sink.finish(share)
         fds: list[int] = []
         msg = {"latency": latency, "records": _export_flow_store(records, fds),
                "findings": _export_record_store(findings, fds) if findings is not None else None}
@@ -281,6 +296,7 @@ def _export_record_store(store, fds: list[int]) -> dict:
 
 
 def _adopt_record_store(msg: dict, fds: list[int]):
+    from .findings import sort_key
     from .spill import RecordStore
     file = os.fdopen(fds[msg["fd"]], "r+b") if msg["fd"] is not None else None
-    return RecordStore.from_state(msg["state"], file)
+    return RecordStore.from_state(msg["state"], file, key=sort_key)

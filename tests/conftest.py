@@ -11,6 +11,7 @@ tree (tests/rules/conftest.py is also a top-level ``conftest`` module).
 from __future__ import annotations
 
 import gzip
+import random
 import struct
 import sys
 from fractions import Fraction
@@ -202,6 +203,109 @@ def dns_pair(client: str = "10.0.0.1", server: str = "10.0.0.53", sport: int = 4
             L3(src=server, dst=client) / UDP(sport=53, dport=sport) / r)
 
 
+# ------------------------------------------------------------------------------ synthetic gateway traffic
+
+def _csum_free_ipv4(src: bytes, dst: bytes, proto: int, l4: bytes, options: bytes = b"", frag: int = 0,
+                    ident: int = 1) -> bytes:
+    ihl = 5 + len(options) // 4
+    return struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(l4), ident, frag, 64, proto, 0, src, dst) \
+        + options + l4
+
+
+def _ipv6(src: bytes, dst: bytes, proto: int, l4: bytes) -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, src, dst) + l4
+
+
+def _tcp(sport: int, dport: int, flags: int, payload: bytes = b"", seq: int = 1) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, flags, 65535, 0, 0) + payload
+
+
+def _udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _eth(ip: bytes, v6: bool = False, vlan: int | None = None, qinq: bool = False) -> bytes:
+    et = b"\x86\xdd" if v6 else b"\x08\x00"
+    head = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb"
+    if qinq:
+        return head + b"\x88\xa8\x00\x07\x81\x00\x00\x08" + et + ip
+    if vlan is not None:
+        return head + b"\x81\x00" + struct.pack("!H", vlan) + et + ip
+    return head + et + ip
+
+
+def _dns_query(qid: int, name: str = "example.com") -> bytes:
+    q = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\x00\x00\x01\x00\x01"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q
+
+
+def _dns_answer(qid: int, name: str = "example.com") -> bytes:
+    q = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\x00\x00\x01\x00\x01"
+    return struct.pack("!HHHHHH", qid, 0x8180, 1, 0, 0, 0) + q
+
+
+def stress_frames(seed: int = 7, n: int = 30000) -> list[tuple[float, bytes]]:
+    """Gateway-like traffic: mostly uninteresting flows (muted), some DNS, and the awkward cases."""
+    rnd = random.Random(seed)
+    frames: list[tuple[float, bytes]] = []
+    ts = 1_700_000_000.0
+    clients4 = [bytes([10, 0, rnd.randrange(4), rnd.randrange(1, 250)]) for _ in range(60)]
+    servers4 = [bytes([93, 184, rnd.randrange(256), rnd.randrange(1, 250)]) for _ in range(40)]
+    clients6 = [b"\xfd\x00" + bytes(13) + bytes([i + 1]) for i in range(20)]
+    servers6 = [b"\x2a\x00" + bytes(13) + bytes([i + 1]) for i in range(20)]
+    resolver = bytes([10, 9, 9, 9])
+    flows = []  # long-lived uninteresting flows, reused so they expire and come back
+    for i in range(300):
+        v6 = i % 5 == 0
+        c = rnd.choice(clients6 if v6 else clients4)
+        s = rnd.choice(servers6 if v6 else servers4)
+        proto = 6 if i % 3 else 17
+        flows.append((v6, c, s, proto, 30000 + i, 443 if proto == 6 else 5000 + i % 7, i % 4 == 1))
+    started = set()
+    while len(frames) < n:
+        # time moves on, sometimes with a long pause (idle timeouts fire), sometimes backwards
+        r = rnd.random()
+        ts += 0.0005 if r < 0.97 else (12.0 if r < 0.985 else -0.003)
+        k = rnd.randrange(100)
+        if k < 80:
+            v6, c, s, proto, sport, dport, vlan = rnd.choice(flows)
+            from_client = rnd.random() < 0.5
+            a, b, pa, pb = (c, s, sport, dport) if from_client else (s, c, dport, sport)
+            if proto == 6:
+                key = (c, s, sport)
+                flags = 0x02 if key not in started else (0x11 if rnd.random() < 0.01 else
+                                                         0x04 if rnd.random() < 0.005 else 0x18)
+                started.add(key)
+                l4 = _tcp(pa, pb, flags, b"\x17\x03\x03" + bytes(rnd.randrange(5, 60)))
+            else:
+                l4 = _udp(pa, pb, bytes([0x40 | rnd.randrange(16)]) + bytes(rnd.randrange(20, 80)))
+            if v6:
+                ip = _ipv6(a, b, proto, l4)
+            elif rnd.random() < 0.02:   # IPv4 options: the scanner leaves it to Python
+                ip = _csum_free_ipv4(a, b, proto, l4, options=b"\x01\x01\x01\x00")
+            else:
+                ip = _csum_free_ipv4(a, b, proto, l4)
+            frames.append((ts, _eth(ip, v6, vlan=7 if vlan else None, qinq=vlan and rnd.random() < 0.05)))
+            if rnd.random() < 0.003:      # a cut frame of the same flow (key bytes missing)
+                frames.append((ts, _eth(ip, v6)[:30]))
+        elif k < 95:
+            c = rnd.choice(clients4)
+            sport = rnd.randrange(1024, 65535)
+            qid = rnd.randrange(65536)
+            frames.append((ts, _eth(_csum_free_ipv4(c, resolver, 17, _udp(sport, 53, _dns_query(qid))))))
+            if rnd.random() < 0.9:
+                frames.append((ts + 0.002, _eth(_csum_free_ipv4(resolver, c, 17, _udp(53, sport, _dns_answer(qid))))))
+        else:
+            # DNS on an odd port (found by content), and a fragmented UDP datagram of a muted flow
+            c = rnd.choice(clients4)
+            frames.append((ts, _eth(_csum_free_ipv4(c, resolver, 17, _udp(40000 + k, 5353 + k, _dns_query(k))))))
+            v6, c2, s2, proto, sport, dport, _ = rnd.choice([f for f in flows if not f[0] and f[3] == 17])
+            l4 = _udp(sport, dport, b"\x41" + bytes(63))
+            frames.append((ts, _eth(_csum_free_ipv4(c2, s2, 17, l4[:40], frag=0x2000, ident=k))))
+            frames.append((ts, _eth(_csum_free_ipv4(c2, s2, 17, l4[40:], frag=5, ident=k))))
+    return frames
+
+
 def run_audit(paths, validate: bool = True) -> dict:
     """dotaudit.pipeline.audit without rules, schema-validated."""
     from dotaudit.pipeline import audit
@@ -235,7 +339,7 @@ def run_cli(*args: str, stdin=None, timeout: float = 60):
 # ------------------------------------------------------------------------------ fixtures
 
 def _fixture_of(fn, name):
-    @pytest.fixture(name=name)
+    @pytest.fixture(name=name, scope="session")   # a plain helper function: no state
     def _fixture():
         return fn
     return _fixture
@@ -252,6 +356,7 @@ _f_dns_pair = _fixture_of(dns_pair, "dns_pair")
 _f_run_audit = _fixture_of(run_audit, "run_audit")
 _f_run_cli = _fixture_of(run_cli, "run_cli")
 _f_read_capture = _fixture_of(read_capture, "read_capture")
+_f_stress_frames = _fixture_of(stress_frames, "stress_frames")
 
 
 def pytest_addoption(parser):

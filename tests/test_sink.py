@@ -8,6 +8,7 @@ import pytest
 
 from dotaudit import sink
 from dotaudit.flows.store import FlowStore
+from dotaudit.spill import RecordStore
 from dotaudit.pipeline import audit, options_from_policy, run_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,20 +21,28 @@ pytestmark = pytest.mark.skipif(not sink.can_fork(), reason="needs fork and two 
 def _audit(paths, monkeypatch, fork: bool, spill_at: int) -> dict:
     with monkeypatch.context() as m:
         m.setattr(FlowStore.__init__, "__defaults__", (spill_at,))
+        m.setattr(RecordStore.__init__, "__defaults__", (spill_at, None))   # findings spill too
         m.setattr(sink, "can_fork", lambda: fork)
         report = audit([str(p) for p in paths])
     report.pop("generated_at")
     return report
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, stress_frames, write_pcap) -> Path:
+    """Synthetic gateway traffic: thousands of DNS flows, dozens of aggregated findings."""
+    return write_pcap(tmp_path_factory.mktemp("sink") / "gateway.pcap", stress_frames(seed=3, n=12000))
+
+
 @pytest.mark.parametrize("spill_at", [1000, 2], ids=["memory", "spilled"])
-def test_judge_process_equals_in_process(monkeypatch, spill_at):
+def test_judge_process_equals_in_process(monkeypatch, spill_at, gateway):
     for path in CAPTURES:
         assert path.exists(), path
-    forked = _audit(CAPTURES, monkeypatch, True, spill_at)
-    local = _audit(CAPTURES, monkeypatch, False, spill_at)
-    assert forked["findings"] and forked["flows"]
-    assert forked == local
+    for paths in (CAPTURES, [gateway]):
+        forked = _audit(paths, monkeypatch, True, spill_at)
+        local = _audit(paths, monkeypatch, False, spill_at)
+        assert forked["findings"] and forked["flows"]
+        assert forked == local
 
 
 class _BrokenJudge:

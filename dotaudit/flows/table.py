@@ -81,6 +81,7 @@ class FlowTable:
         # muted there, and their last timestamp and FIN/RST live in its arrays
         self.scanner = None
         self.muted: dict[int, Flow] = {}
+        self.unmuted: dict[tuple, Flow] = {}   # live flows the sweep visits in Python (live order)
 
     def attach_scanner(self, scanner) -> None:
         self.scanner = scanner
@@ -97,6 +98,7 @@ class FlowTable:
         if fid < 0:
             return
         flow.slot = fid
+        self.unmuted.pop((flow.proto, flow.ckey), None)
         sc.lts[fid] = flow.last_ts
         sc.lseq[fid] = (self.input << 40) | self.frame
         sc.closed[fid] = 1 if flow.closed else 0
@@ -307,6 +309,7 @@ class FlowTable:
         table[ckey] = (flow, True)
         table[skey] = (flow, False)
         self.live[(flow.proto, ckey)] = flow
+        self.unmuted[(flow.proto, ckey)] = flow
         flow.ckey = ckey
         flow.skey = skey
         self.stats.flows += 1
@@ -376,6 +379,7 @@ class FlowTable:
         table.pop(flow.ckey, None)
         table.pop(flow.skey, None)
         self.live.pop((flow.proto, flow.ckey), None)
+        self.unmuted.pop((flow.proto, flow.ckey), None)
         if flow.ended is None:
             flow.ended = reason
         self.on_finished(flow)
@@ -393,9 +397,7 @@ class FlowTable:
             # muted flows: the scanner knows their last timestamp and FIN/RST (OTHER-mode rules)
             muted = self.muted
             muted_done = [muted[fid] for fid in self.scanner.expired(cut_udp_other, cut_closed, cut_open)]
-        for flow in self.live.values():
-            if flow.slot >= 0:
-                continue
+        for flow in self.unmuted.values():
             lt = flow.last_ts
             if flow.proto == 17:
                 dns = flow.dns

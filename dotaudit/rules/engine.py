@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from sys import intern as _intern
+
+import orjson
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
@@ -365,10 +367,21 @@ class Evaluator:
             else:
                 self.findings.add(build_finding(rule, [flow]).to_dict())
 
-    def flow_findings(self) -> RecordStore:
-        """The findings on flows (aggregates completed), not yet sorted."""
+    def flow_findings(self, share=None) -> RecordStore:
+        """The findings on flows (aggregates completed), not yet sorted.
+
+        ``share(items)``, when given, receives about half of the aggregates as portable work
+        items (``build_items`` turns them into findings, in another process) before this one
+        builds the rest."""
         findings = self.findings
-        for key, group in self.groups.items():
+        groups = list(self.groups.items())
+        if share is not None:
+            cut = len(groups) // 2
+            raw = self.spool.raw
+            share([(key[0], [raw(ref) for ref in group.sample], group.totals(self.specs[key[0]]))
+                   for key, group in groups[cut:]])
+            groups = groups[:cut]
+        for key, group in groups:
             name = key[0]
             sample = [self.spool.get(ref) for ref in group.sample]
             totals = group.totals(self.specs[name])
@@ -376,6 +389,12 @@ class Evaluator:
         self.groups = {}
         self.spool.close()
         return findings
+
+    def build_items(self, items) -> list[dict]:
+        """Findings from work items that ``flow_findings(share=...)`` handed out."""
+        loads = orjson.loads
+        return [build_finding(self.by_name[name], [loads(s) for s in sample], group=totals).to_dict()
+                for name, sample, totals in items]
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

@@ -103,8 +103,9 @@ class StreamJudge:
             flow_findings = self.finish_flows()
         return self.evaluator.result(report, flow_findings)
 
-    def finish_flows(self):
-        """Cross-flow facts and the rules that read them; the findings on flows."""
+    def finish_flows(self, share=None):
+        """Cross-flow facts and the rules that read them; the findings on flows (``share``: see
+        Evaluator.flow_findings)."""
         store = self.store
         if self.has_cross:
             todo = set(self.dot)
@@ -121,4 +122,4 @@ class StreamJudge:
                     store.replace(pos, rec)
         self.dot = self.early = None
         self.candidates = {}
-        return self.evaluator.flow_findings()
+        return self.evaluator.flow_findings(share)
