@@ -171,10 +171,15 @@ class ProcessSink:
         # first the aggregates the judge process hands over (we would only be waiting), then
         # its results
         work, fds = _recv(self.sock)
-        built: list = []
+        mine = None
         if work is not None and "items" in work:
             if work["items"]:
-                built = self.judge.evaluator.build_items(work["items"])
+                from .findings import sort_key
+                from .spill import RecordStore, Spool
+                spool = Spool(os.fdopen(fds[0], "r+b"))
+                mine = RecordStore(key=sort_key)
+                self.judge.evaluator.build_items(work["items"], spool, mine)
+                spool.close()
             msg, fds = _recv(self.sock)
         else:
             msg = work
@@ -187,8 +192,9 @@ class ProcessSink:
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
-        for f in built:
-            findings.add(f)
+        if mine is not None:
+            findings.absorb(mine)
+            mine.close()
         if self.judge is not None:
             self.judge.store = records
         return records, msg["latency"], findings
@@ -235,8 +241,8 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                 break
             buf = buf[pos:] + chunk
             pos = 0
-        def share(items) -> None:
-            _send(sock, {"items": items}, [])
+        def share(items, spool) -> None:
+            _send(sock, {"items": items}, [spool.file.fileno()] if items else [])
 
         records, latency, findings = sink.finish(share)
         fds: list[int] = []

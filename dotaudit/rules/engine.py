@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from sys import intern as _intern
-
-import orjson
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
@@ -370,16 +368,16 @@ class Evaluator:
     def flow_findings(self, share=None) -> RecordStore:
         """The findings on flows (aggregates completed), not yet sorted.
 
-        ``share(items)``, when given, receives about half of the aggregates as portable work
-        items (``build_items`` turns them into findings, in another process) before this one
-        builds the rest."""
+        ``share(items, spool)``, when given, receives about half of the aggregates as work items
+        (``build_items`` turns them into findings, in another process) and the spool holding
+        their sample flows, before this one builds the rest."""
         findings = self.findings
         groups = list(self.groups.items())
         if share is not None:
             cut = len(groups) // 2
-            raw = self.spool.raw
-            share([(key[0], [raw(ref) for ref in group.sample], group.totals(self.specs[key[0]]))
-                   for key, group in groups[cut:]])
+            self.spool.flush()
+            share([(key[0], group.sample, group.totals(self.specs[key[0]])) for key, group in groups[cut:]],
+                  self.spool)
             groups = groups[:cut]
         for key, group in groups:
             name = key[0]
@@ -390,11 +388,12 @@ class Evaluator:
         self.spool.close()
         return findings
 
-    def build_items(self, items) -> list[dict]:
-        """Findings from work items that ``flow_findings(share=...)`` handed out."""
-        loads = orjson.loads
-        return [build_finding(self.by_name[name], [loads(s) for s in sample], group=totals).to_dict()
-                for name, sample, totals in items]
+    def build_items(self, items, spool: Spool, out: RecordStore) -> None:
+        """Findings, into ``out``, from the work items ``flow_findings(share=...)`` handed out
+        (their sample flows are in ``spool``)."""
+        get = spool.get
+        for name, refs, totals in items:
+            out.add(build_finding(self.by_name[name], [get(ref) for ref in refs], group=totals).to_dict())
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.
