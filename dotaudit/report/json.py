@@ -44,6 +44,20 @@ def write(report: dict, out: TextIO) -> None:
         value = report[key]
         out.write(f"  {json.dumps(key)}: ")
         if key in ("flows", "findings"):
+            binary = getattr(out, "buffer", None) if hasattr(value, "raw_lines") else None
+            if binary is not None and str(getattr(out, "encoding", "")).lower().replace("-", "") == "utf8":
+                # already clean JSON bytes (UTF-8): straight to the byte stream under ``out``
+                out.flush()
+                write = binary.write
+                first = True
+                for line in value.raw_lines():
+                    write(b"[\n    " if first else b",\n    ")
+                    write(line)
+                    first = False
+                write(b"[]" if first else b"\n  ]")
+                binary.flush()
+                out.write(sep)
+                continue
             if hasattr(value, "raw_lines"):
                 lines = (ln.decode("utf-8") for ln in value.raw_lines())  # already clean JSON
             else:
