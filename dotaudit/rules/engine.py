@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from sys import intern as _intern
 from collections import defaultdict
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
 from dotaudit.rules.compiler import _PLACEHOLDER, make_getter
@@ -121,15 +121,20 @@ def _frames(flow: dict) -> list[int]:
     return out
 
 
+_SCALARS = (str, int, bool)   # equal values of these types have equal reprs (not so for floats: -0.0)
+
+
 def _distinct(values: Iterable[Any]) -> list:
+    """Values (list values flattened) without None and repeats, first seen first.  Two values
+    are the same when their types and reprs are (1, 1.0 and True stay three values)."""
     out: list = []
     seen: set = set()
     for v in values:
-        items = v if isinstance(v, list) else [v]
-        for item in items:
+        for item in (v if v.__class__ is list else (v,)):
             if item is None:
                 continue
-            key = repr(item)
+            cls = item.__class__
+            key = (cls, item) if cls in _SCALARS else repr(item)
             if key not in seen:
                 seen.add(key)
                 out.append(item)
@@ -365,21 +370,22 @@ class Evaluator:
             else:
                 self.findings.add(build_finding(rule, [flow]).to_dict())
 
-    def flow_findings(self, share=None) -> RecordStore:
-        """The findings on flows (aggregates completed), not yet sorted.
+    def hand_out(self, share, fraction: float, final: Callable[[str], bool]) -> None:
+        """Give ``share(items, spool)`` about ``fraction`` of the aggregates whose rule is
+        ``final`` (no more flows can join them) as work items, and forget them here:
+        ``build_items`` turns the items into findings in another process, while this one
+        goes on.  Their sample flows stay in ``spool``, which ``share`` receives too."""
+        mine = [(key, group) for key, group in self.groups.items() if final(key[0])]
+        given = mine[int(len(mine) * (1 - fraction)):]
+        self.spool.flush()
+        share([(key[0], group.sample, group.totals(self.specs[key[0]])) for key, group in given], self.spool)
+        for key, _ in given:
+            del self.groups[key]
 
-        ``share(items, spool)``, when given, receives about half of the aggregates as work items
-        (``build_items`` turns them into findings, in another process) and the spool holding
-        their sample flows, before this one builds the rest."""
+    def flow_findings(self) -> RecordStore:
+        """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
-        groups = list(self.groups.items())
-        if share is not None:
-            cut = len(groups) // 2
-            self.spool.flush()
-            share([(key[0], group.sample, group.totals(self.specs[key[0]])) for key, group in groups[cut:]],
-                  self.spool)
-            groups = groups[:cut]
-        for key, group in groups:
+        for key, group in self.groups.items():
             name = key[0]
             sample = [self.spool.get(ref) for ref in group.sample]
             totals = group.totals(self.specs[name])
@@ -389,7 +395,7 @@ class Evaluator:
         return findings
 
     def build_items(self, items, spool: Spool, out: RecordStore) -> None:
-        """Findings, into ``out``, from the work items ``flow_findings(share=...)`` handed out
+        """Findings, into ``out``, from the work items ``hand_out`` handed out
         (their sample flows are in ``spool``)."""
         get = spool.get
         for name, refs, totals in items:

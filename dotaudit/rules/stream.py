@@ -28,6 +28,9 @@ from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
 
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
+SHARE = 0.7
+"""Of the aggregates that are final when the last flow arrives, the share a judge process hands
+to the parent process (which would only be waiting) to build."""
 
 
 def detection_fields(rule: Rule) -> Optional[set[str]]:
@@ -76,6 +79,7 @@ class StreamJudge:
         cross = [r for r in flow_rules if reads_cross_facts(r)]
         self.local_index = RuleIndex(r for r in flow_rules if r not in cross)
         self.cross_index = RuleIndex(cross)
+        self.cross_names = frozenset(r.name for r in cross)
         self.has_cross = bool(cross)
         self.dot = array("q")                                     # positions of DoT attempts
         self.candidates: dict = defaultdict(lambda: array("q"))   # client -> fallback candidates
@@ -104,8 +108,12 @@ class StreamJudge:
         return self.evaluator.result(report, flow_findings)
 
     def finish_flows(self, share=None):
-        """Cross-flow facts and the rules that read them; the findings on flows (``share``: see
-        Evaluator.flow_findings)."""
+        """Cross-flow facts and the rules that read them; the findings on flows.  ``share``:
+        hand most aggregates of the other rules (final already) to another process first
+        (Evaluator.hand_out)."""
+        if share is not None:
+            cross = self.cross_names
+            self.evaluator.hand_out(share, SHARE, lambda name: name not in cross)
         store = self.store
         if self.has_cross:
             todo = set(self.dot)
@@ -122,4 +130,4 @@ class StreamJudge:
                     store.replace(pos, rec)
         self.dot = self.early = None
         self.candidates = {}
-        return self.evaluator.flow_findings(share)
+        return self.evaluator.flow_findings()
