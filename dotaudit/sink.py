@@ -34,7 +34,7 @@ MAX_FDS = 8
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
 CHUNK_BYTES = 1 << 18        # records are sent in chunks of about 256 KiB ...
-QUEUE_CHUNKS = 32            # ... at most 8 MiB of them waiting for the judge process
+QUEUE_CHUNKS = 12            # ... at most 3 MiB of them waiting for the judge process
 READ_SIZE = 1 << 20
 
 
@@ -96,7 +96,15 @@ class ProcessSink:
         # collector of either process from writing to them (each write copies a page) until the
         # records are all handed over.
         gc.freeze()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            for fd in (rfd, wfd):
+                os.close(fd)
+            parent_sock.close()
+            child_sock.close()
+            raise
         if pid == 0:   # the judge process
             try:
                 os.close(wfd)
@@ -200,6 +208,7 @@ class ProcessSink:
         return records, msg["latency"], findings
 
     def abort(self) -> None:
+        """Stop the judge process (the audit failed or was interrupted) and the writer thread."""
         gc.unfreeze()
         self.broken = True
         try:
@@ -207,6 +216,18 @@ class ProcessSink:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        try:   # the writer skips what is queued once broken; let it see the end
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.queue.put(None)
+        self.writer.join(timeout=5)
+        for close in (lambda: os.close(self.wfd), self.sock.close):
+            try:
+                close()
+            except OSError:
+                pass
 
     def _failure(self) -> Optional[str]:
         try:
@@ -296,7 +317,7 @@ def _adopt_flow_store(msg: dict, fds: list[int]) -> FlowStore:
 def _export_record_store(store, fds: list[int]) -> dict:
     spool = store.spool
     if spool is not None:
-        spool.file.flush()
+        spool.flush()
         fds.append(spool.file.fileno())
     return {"state": store.export_state(), "fd": len(fds) - 1 if spool is not None else None}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,27 @@ def test_cli_reports_a_judge_failure_on_one_line(monkeypatch, tmp_path):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert lines == ["dotaudit: error: judging failed: ValueError: boom in a rule"]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_abort_stops_the_judge_process_and_the_writer(gateway):
+    """An audit that fails half-way (here: the second input is not a capture) leaves nothing."""
+    import threading
+
+    from dotaudit.capture.pcap import CaptureError
+
+    def children() -> set[str]:
+        out: set[str] = set()
+        for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{tid}/children") as fh:
+                out.update(fh.read().split())
+        return out
+
+    before = {t.name for t in threading.enumerate()}
+    kids = children()
+    bad = gateway.with_suffix(".txt")
+    bad.write_text("not a capture\n")
+    with pytest.raises(CaptureError):
+        run_files([str(gateway), str(bad)], options_from_policy(None), fork=True)
+    after = {t.name for t in threading.enumerate()}
+    assert "dotaudit-sink" not in after - before
+    assert children() <= kids   # the judge process is gone, not even a zombie
