@@ -235,7 +235,8 @@ def exit_code(report: dict, fail_on: str) -> int:
     if fail_on == "never":
         return EXIT_OK
     floor = SEVERITY_ORDER[fail_on]
-    return EXIT_FINDINGS if any(SEVERITY_ORDER.get(f["severity"], 0) >= floor for f in report["findings"]) \
+    from .findings import severities
+    return EXIT_FINDINGS if any(SEVERITY_ORDER.get(sev, 0) >= floor for sev in severities(report["findings"])) \
         else EXIT_OK
 
 

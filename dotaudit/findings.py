@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 MAX_FLOW_IDS = 100
 """An aggregated finding lists at most this many flow ids; ``count`` keeps the total."""
@@ -40,10 +40,22 @@ class Severity(str, Enum):
 
 
 _RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+_NAME = {rank: name for name, rank in _RANK.items()}
 
 
 def severity_rank(severity: str) -> int:
     return _RANK.get(severity, -1)
+
+
+def severities(findings) -> Iterator[str]:
+    """The severity of each finding; a store sorted by ``sort_key`` (spill.RecordStore) answers
+    from its index, without reading spilled findings back."""
+    if getattr(findings, "key", None) is sort_key:
+        for key in findings.keys():
+            yield _NAME.get(-key[0], "")
+    else:
+        for f in findings:
+            yield f.get("severity", "")
 
 
 def finding_id(rule_id: str, flow_ids: Iterable[int]) -> str:

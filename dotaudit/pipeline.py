@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 from . import SCHEMA_VERSION, __version__
 from .capture import fast
 from .capture.pcap import CaptureError, CaptureInfo, iter_capture
+from .findings import severities
 from .flows.classify import CLASSES
 from .flows.flow import Flow
 from .flows.record import AnalysisOptions, build_record
@@ -230,7 +231,10 @@ def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -
 
 
 def verdict(findings: Iterable[dict], flows_by_class: dict) -> str:
-    sev = {f["severity"] for f in findings}
+    return _verdict({f["severity"] for f in findings}, flows_by_class)
+
+
+def _verdict(sev: set, flows_by_class: dict) -> str:
     if "critical" in sev or "high" in sev:
         return "fail"
     if "medium" in sev:
@@ -341,10 +345,11 @@ def policy_summary(policy) -> dict:
 
 def finalize_summary(report: dict) -> None:
     counts = {s: 0 for s in SEVERITIES}
-    for f in report["findings"]:
-        counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+    for sev in severities(report["findings"]):
+        counts[sev] = counts.get(sev, 0) + 1
     report["summary"]["findings_by_severity"] = counts
-    report["summary"]["verdict"] = verdict(report["findings"], report["summary"]["flows_by_class"])
+    report["summary"]["verdict"] = _verdict({s for s, n in counts.items() if n},
+                                            report["summary"]["flows_by_class"])
 
 
 def stderr_is_tty() -> bool:

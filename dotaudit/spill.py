@@ -24,39 +24,45 @@ loads = orjson.loads
 
 
 class Spool:
-    """Append-only scratch file of JSON values, read back by (offset, length)."""
+    """Append-only scratch file of JSON values, read back by (offset, length).
+
+    The newest values wait in a buffer of up to BUFFER bytes, and reads of them are served
+    from it: values written and soon read again (an aggregate's sample) cost no system call."""
+
+    BUFFER = 1 << 18
 
     def __init__(self, file=None) -> None:
         self.file = tempfile.TemporaryFile(prefix="dotaudit-") if file is None else file
         self.file.seek(0, os.SEEK_END)
         self.end = self.file.tell()
-        self._dirty = False
+        self.base = self.end        # file offset of the buffer's first byte
+        self.buf = bytearray()
 
     def put(self, value) -> tuple[int, int]:
-        data = dumps(value)
-        self.file.write(data)   # append-only: the file position is always the end
-        self._dirty = True
-        ref = (self.end, len(data))
-        self.end += len(data)
-        return ref
+        return self.put_raw(dumps(value))
 
     def put_raw(self, data: bytes) -> tuple[int, int]:
-        self.file.write(data)
-        self._dirty = True
         ref = (self.end, len(data))
+        self.buf += data
         self.end += len(data)
+        if len(self.buf) >= self.BUFFER:
+            self.flush()
         return ref
 
     def flush(self) -> None:
-        if self._dirty:
-            self.file.flush()
-            self._dirty = False
+        """Write the buffer out (before another process reads the file)."""
+        if self.buf:
+            self.file.write(self.buf)
+            self.buf = bytearray()
+            self.base = self.end
+        self.file.flush()
 
     def raw(self, ref: tuple[int, int]) -> bytes:
-        if self._dirty:
-            self.file.flush()
-            self._dirty = False
-        return os.pread(self.file.fileno(), ref[1], ref[0])
+        off, n = ref
+        if off >= self.base:
+            off -= self.base
+            return bytes(self.buf[off:off + n])
+        return os.pread(self.file.fileno(), n, ref[0])
 
     def get(self, ref: tuple[int, int]):
         return loads(self.raw(ref))
@@ -83,6 +89,13 @@ class RecordStore:
                     self._put(r)
             return
         self._put(rec)
+
+    def add_raw(self, key: tuple, data: bytes) -> None:
+        """Add a record given as its JSON (``dumps``) and its sort key."""
+        if self.records is not None:
+            self.add(loads(data))
+            return
+        self.index.append(key + self.spool.put_raw(data))
 
     def _put(self, rec: dict) -> None:
         self.index.append((self.key(rec) if self.key else ()) + self.spool.put(rec))
@@ -113,6 +126,14 @@ class RecordStore:
         if isinstance(item, slice):
             return [self.spool.get(e[-2:]) for e in self.index[item]]
         return self.spool.get(self.index[item][-2:])
+
+    def keys(self) -> Iterator[tuple]:
+        """Each record's sort key, in store order, without reading spilled records back."""
+        if self.records is not None:
+            yield from map(self.key, self.records)
+            return
+        for e in self.index:
+            yield e[:-2]
 
     def raw_lines(self) -> Iterator[bytes]:
         if self.records is not None:

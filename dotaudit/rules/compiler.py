@@ -524,4 +524,6 @@ def compile_template(text: str) -> tuple[Callable[[Callable[[str], Any]], str], 
             out.append(lit)
         return "".join(out)
 
+    render.literals = literals   # type: ignore[attr-defined]  # for engine.draft_finding
+    render.keys = keys           # type: ignore[attr-defined]
     return render, list(keys)

@@ -232,14 +232,32 @@ def chain_anchored(certs: Any, policy: Policy) -> Optional[bool]:
 # -- the correlators --------------------------------------------------------------------------
 
 
-def _policy_facts(flow: dict, policy: Policy) -> dict:
+MEMO_MAX = 65536
+"""Entries of a Correlator's memo of per-resolver policy facts before it starts over."""
+
+
+def _resolver_facts(server_ip: Optional[str], policy: Policy, memo: Optional[dict]) -> tuple:
+    """(local, approved, listed) for one server address; ``memo`` remembers them by address."""
+    facts = memo.get(server_ip) if memo is not None else None
+    if facts is None:
+        facts = (policy.is_local_resolver(server_ip), policy.is_approved_resolver(server_ip),
+                 policy.is_listed_resolver(server_ip))
+        if memo is not None:
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[server_ip] = facts
+    return facts
+
+
+def _policy_facts(flow: dict, policy: Policy, memo: Optional[dict] = None) -> dict:
     server_ip = _ip(flow.get("server"))
     tls = flow.get("tls") if isinstance(flow.get("tls"), dict) else {}
     version = tls.get("version")
+    local, approved, listed = _resolver_facts(server_ip, policy, memo)
     facts: dict[str, Any] = {
-        "local_resolver": policy.is_local_resolver(server_ip),
-        "approved_resolver": policy.is_approved_resolver(server_ip),
-        "approved_resolver_listed": policy.is_listed_resolver(server_ip),
+        "local_resolver": local,
+        "approved_resolver": approved,
+        "approved_resolver_listed": listed,
         "cipher_in_profile": policy.cipher_in_profile(tls.get("cipher"), version) if tls else None,
         "version_in_profile": policy.version_in_profile(version) if tls else None,
         "profile": policy.profile,
@@ -294,6 +312,7 @@ class Correlator:
 
     def __init__(self, policy: Policy):
         self.policy = policy
+        self._resolvers: dict = {}   # server address -> _resolver_facts
         self.by_client_dot_failures: dict[str, list[dict]] = defaultdict(list)
         self.full_handshakes: dict[tuple, int] = defaultdict(int)
         self.resumed_handshakes: dict[tuple, int] = defaultdict(int)
@@ -357,7 +376,7 @@ class Correlator:
             corr["multicast_nonlocal_qnames"] = nonlocal_names
             corr["multicast_nonlocal_count"] = len(nonlocal_names)
         flow["correlations"] = corr
-        flow["policy"] = _policy_facts(flow, self.policy)
+        flow["policy"] = _policy_facts(flow, self.policy, self._resolvers)
         return flow
 
     def fallback_candidate(self, flow: dict) -> bool:

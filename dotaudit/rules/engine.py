@@ -8,17 +8,18 @@ findings as JSON-ready dicts, deduplicated and sorted (severity desc, rule_id, f
 
 from __future__ import annotations
 
+import pickle
 import re
 from sys import intern as _intern
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional
 
 from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
-from dotaudit.rules.compiler import _PLACEHOLDER, make_getter
+from dotaudit.rules.compiler import _PLACEHOLDER, format_value, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
-from dotaudit.spill import RecordStore, Spool
+from dotaudit.spill import RecordStore, Spool, dumps, loads
 
 MAX_EVIDENCE_VALUES = 20
 
@@ -155,36 +156,68 @@ def _endpoint(flows: list[dict], side: str) -> Optional[dict]:
     return {"ip": ip, "port": port}
 
 
-def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
-                  group: "Optional[_GroupTotals]" = None) -> Finding:
-    """One finding for ``rule`` over one or more flows (several when aggregated per pair).
+_PLANS: dict = {}
 
-    ``group``, when given, holds the totals of an aggregated finding whose ``flows`` are only
-    a sample (the first MAX_FLOW_IDS flows): counts, sums, time span and flow ids.
-    """
-    single = len(flows) == 1 and (group is None or group.count == 1)
+
+def _plan(rule: Rule) -> tuple:
+    """What ``draft_finding`` walks for ``rule``, built once: the message's first literal, then
+    (kind, key, getter, literal) per placeholder (kind 0: count, 1: sum, 2: a flow value)."""
+    plan = _PLANS.get(rule)
+    if plan is None:
+        render = rule.render_message
+        steps = []
+        for key, literal in zip(render.keys, render.literals[1:]):
+            if key == "count":
+                steps.append((0, key, None, literal))
+            elif key.startswith("sum:"):
+                steps.append((1, key, make_getter(key[4:]), literal))
+            else:
+                steps.append((2, key, make_getter(key), literal))
+        plan = _PLANS[rule] = (render.literals[0], tuple(steps))
+    return plan
+
+
+def draft_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
+                  single: Optional[bool] = None) -> dict:
+    """What a finding takes from its (sample) flows: evidence, endpoints, frames, time span, flow
+    ids and the message with its totals (``{count}``, ``{sum:...}``) left open.  A JSON value:
+    an aggregate keeps the draft of its sample in a spool, and ``finish_draft`` adds the totals
+    at the end.  ``single``: the finding is about one flow (the default when ``flows`` has one)."""
+    if single is None:
+        single = len(flows) == 1
+    first_literal, steps = _plan(rule)
     evidence: dict[str, Any] = {}
-    for field, get in rule.evidence_getters:
-        if single:
-            evidence[field] = get(flows[0])
-        else:
-            values = _distinct(get(f) for f in flows)
+    distinct: dict[str, list] = {}   # path -> its distinct values over the flows
+    if single:
+        flow = flows[0]
+        for field, get in rule.evidence_getters:
+            evidence[field] = distinct[field] = get(flow)   # here: the value itself
+    else:
+        for field, get in rule.evidence_getters:
+            values = distinct[field] = _distinct(get(f) for f in flows)
             evidence[field] = values[:MAX_EVIDENCE_VALUES]
     evidence["expected"] = rule.extras.evidence.expected
 
-    def lookup(key: str) -> Any:
-        if key == "count":
-            return group.count if group is not None else len(flows)
-        if group is not None and key in group.sums:
-            return group.sums[key]
-        if key.startswith("sum:"):
-            get = make_getter(key[4:])
-            return sum(v for f in flows if isinstance(v := get(f), (int, float)) and not isinstance(v, bool))
-        get = make_getter(key)
-        if single:
-            return get(flows[0])
-        values = _distinct(get(f) for f in flows)
-        return values[0] if len(values) == 1 else values
+    msg: list = [first_literal]
+    sums: dict[str, Any] = {}
+    for kind, key, get, literal in steps:
+        if kind == 2:
+            if single:
+                value = distinct[key] if key in distinct else get(flow)
+            else:
+                values = distinct.get(key)
+                if values is None:
+                    values = distinct[key] = _distinct(get(f) for f in flows)
+                value = values[0] if len(values) == 1 else values
+            if msg[-1].__class__ is str:
+                msg[-1] = msg[-1] + format_value(value) + literal
+            else:
+                msg.append(format_value(value) + literal)
+            continue
+        if kind == 1 and key not in sums:
+            sums[key] = sum(v for f in flows if isinstance(v := get(f), (int, float)) and not isinstance(v, bool))
+        msg.append([key])
+        msg.append(literal)
 
     flow_ids: list[int] = []
     if not record_is_capture:
@@ -196,30 +229,76 @@ def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False
                     if isinstance(r, int) and r not in flow_ids:
                         flow_ids.append(r)
         flow_ids.sort()
-    frames = sorted({fr for f in flows for fr in _frames(f)}) if not record_is_capture else []
     firsts = [f["first_ts"] for f in flows if isinstance(f.get("first_ts"), (int, float))]
     lasts = [f["last_ts"] for f in flows if isinstance(f.get("last_ts"), (int, float))]
+    return {
+        "msg": msg,
+        "sums": sums,
+        "n": len(flows),
+        "single": single,
+        "evidence": evidence,
+        "ids": flow_ids,
+        "frames": sorted({fr for f in flows for fr in _frames(f)}) if not record_is_capture else [],
+        "client": None if record_is_capture else _endpoint(flows, "client"),
+        "server": None if record_is_capture else _endpoint(flows, "server"),
+        "first_ts": min(firsts) if firsts else None,
+        "last_ts": max(lasts) if lasts else None,
+    }
+
+
+def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None) -> Finding:
+    """The finding of ``draft_finding``'s draft; ``group`` holds the totals of an aggregate
+    (count, sums, time span and flow ids over all its flows, the sample's included)."""
+    count = group.count if group is not None else draft["n"]
+    sums = draft["sums"]
+    parts = []
+    for piece in draft["msg"]:
+        if piece.__class__ is str:
+            parts.append(piece)
+            continue
+        key = piece[0]
+        if key == "count":
+            parts.append(format_value(count))
+        elif group is not None and key in group.sums:
+            parts.append(format_value(group.sums[key]))
+        else:
+            parts.append(format_value(sums[key]))
+    flow_ids = draft["ids"]
+    first_ts, last_ts = draft["first_ts"], draft["last_ts"]
     if group is not None:
         flow_ids = sorted(set(flow_ids) | set(group.ids))
-        firsts.append(group.first_ts) if group.first_ts is not None else None
-        lasts.append(group.last_ts) if group.last_ts is not None else None
+        if group.first_ts is not None and (first_ts is None or group.first_ts < first_ts):
+            first_ts = group.first_ts
+        if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
+            last_ts = group.last_ts
     return Finding(
         rule_id=rule.name,
         title=rule.title,
         severity=Severity(rule.severity),
         observability=rule.observability,
-        message=rule.render_message(lookup),
+        message="".join(parts),
         flow_ids=tuple(flow_ids),
-        count=group.count if group is not None else len(flows),
-        client=None if record_is_capture else _endpoint(flows, "client"),
-        server=None if record_is_capture else _endpoint(flows, "server"),
-        first_ts=min(firsts) if firsts else None,
-        last_ts=max(lasts) if lasts else None,
-        frames=tuple(frames),
-        evidence=evidence,
+        count=count,
+        client=draft["client"],
+        server=draft["server"],
+        first_ts=first_ts,
+        last_ts=last_ts,
+        frames=tuple(draft["frames"]),
+        evidence=draft["evidence"],
         references=rule.references,
         remediation=rule.remediation,
     )
+
+
+def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
+                  group: "Optional[_GroupTotals]" = None) -> Finding:
+    """One finding for ``rule`` over one or more flows (several when aggregated per pair).
+
+    ``group``, when given, holds the totals of an aggregated finding whose ``flows`` are only
+    a sample (the first GROUP_SAMPLE flows): counts, sums, time span and flow ids.
+    """
+    single = len(flows) == 1 and (group is None or group.count == 1)
+    return finish_draft(rule, draft_finding(rule, flows, record_is_capture, single), group)
 
 
 def _pair_key(flow: dict) -> tuple:
@@ -232,6 +311,8 @@ def _pair_key(flow: dict) -> tuple:
 _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
 
 
+ITEMS_BATCH = 500
+"""Aggregates per pickled batch that ``hand_out`` writes for another process."""
 GROUP_SAMPLE = 3
 """An aggregated finding keeps this many (projected) flows for its evidence and message."""
 BASE_PATHS = ("id", "class", "transport", "first_ts", "last_ts", "client", "server", "first_frame",
@@ -279,20 +360,25 @@ class _Group:
     """An aggregated (per client-server pair) finding in the making: a few counters and ids in
     memory, its sample flows (projected) in the evaluator's spool file."""
 
-    __slots__ = ("sample", "count", "sums", "ids", "first_ts", "last_ts")
+    __slots__ = ("sample", "count", "sums", "ids", "first_ts", "last_ts", "built", "draft")
 
     def __init__(self, nsums: int):
         self.sample: list = []   # (offset, length) of projected flows in the spool
         self.count = 0
+        self.built: Optional[tuple] = None   # sort key + spool reference of the finding, while count is 1
+        self.draft: Optional[tuple] = None   # spool reference of the sample's draft_finding, from count 2
         self.sums = [0] * nsums if nsums else None
         self.ids: list[int] = []
         self.first_ts: Optional[float] = None
         self.last_ts: Optional[float] = None
 
-    def add(self, flow: dict, spec: "_GroupSpec") -> None:
+    def add(self, flow: dict, spec: "_GroupSpec") -> Optional[bytes]:
+        """Count ``flow`` in; returns its projection (JSON) when it joins the sample."""
         self.count += 1
+        data = None
         if len(self.sample) < GROUP_SAMPLE:
-            self.sample.append(spec.spool.put(project(flow, spec.paths)))
+            data = dumps(project(flow, spec.paths))
+            self.sample.append(spec.spool.put_raw(data))
         ids = self.ids
         if len(ids) < 10 * MAX_FLOW_IDS:
             fid = flow.get("id")
@@ -314,6 +400,7 @@ class _Group:
             self.first_ts = ft
         if isinstance(lt, (int, float)) and (self.last_ts is None or lt > self.last_ts):
             self.last_ts = lt
+        return data
 
     def totals(self, spec: "_GroupSpec") -> "_GroupTotals":
         return _GroupTotals(self.count, dict(zip(spec.sum_keys, self.sums or ())), self.ids, self.first_ts,
@@ -364,42 +451,64 @@ class Evaluator:
                 key = (rule.name,) + _pair_key(flow)
                 group = self.groups.get(key)
                 spec = self.specs[rule.name]
+                # The finding's work is done as the flows arrive, while the packets are still
+                # being read: a pair's first flow gives its finding (most pairs see one flow);
+                # each change of the sample gives a draft that the totals complete at the end.
                 if group is None:
                     group = self.groups[key] = _Group(len(spec.sum_keys))
-                group.add(flow, spec)
+                    draft = draft_finding(rule, [loads(group.add(flow, spec))])
+                    built = finish_draft(rule, draft, group.totals(spec)).to_dict()
+                    group.built = sort_key(built) + self.spool.put(built)
+                else:
+                    changed = group.add(flow, spec) is not None
+                    group.built = None
+                    if changed or group.draft is None:
+                        get = self.spool.get
+                        group.draft = self.spool.put(
+                            draft_finding(rule, [get(ref) for ref in group.sample], single=False))
             else:
                 self.findings.add(build_finding(rule, [flow]).to_dict())
 
     def hand_out(self, share, fraction: float, final: Callable[[str], bool]) -> None:
-        """Give ``share(items, spool)`` about ``fraction`` of the aggregates whose rule is
-        ``final`` (no more flows can join them) as work items, and forget them here:
-        ``build_items`` turns the items into findings in another process, while this one
-        goes on.  Their sample flows stay in ``spool``, which ``share`` receives too."""
-        mine = [(key, group) for key, group in self.groups.items() if final(key[0])]
+        """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
+        ``final`` (no more flows can join them), and forget them here: ``build_items`` turns
+        them into findings in another process, while this one goes on.  They are written to
+        ``spool`` (next to their sample flows) as pickled batches of work items; ``batches``
+        are the batches' spool references."""
+        mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
         given = mine[int(len(mine) * (1 - fraction)):]
+        put_raw, specs, batches = self.spool.put_raw, self.specs, []
+        for i in range(0, len(given), ITEMS_BATCH):
+            items = [(key[0], group.draft, group.totals(specs[key[0]])) for key, group in given[i:i + ITEMS_BATCH]]
+            batches.append(put_raw(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)))
         self.spool.flush()
-        share([(key[0], group.sample, group.totals(self.specs[key[0]])) for key, group in given], self.spool)
+        share(batches, self.spool)
         for key, _ in given:
             del self.groups[key]
 
     def flow_findings(self) -> RecordStore:
         """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
+        raw = self.spool.raw
         for key, group in self.groups.items():
+            built = group.built
+            if built is not None:
+                findings.add_raw(built[:-2], raw(built[-2:]))
+                continue
             name = key[0]
-            sample = [self.spool.get(ref) for ref in group.sample]
             totals = group.totals(self.specs[name])
-            findings.add(build_finding(self.by_name[name], sample, group=totals).to_dict())
+            findings.add(finish_draft(self.by_name[name], self.spool.get(group.draft), totals).to_dict())
         self.groups = {}
         self.spool.close()
         return findings
 
-    def build_items(self, items, spool: Spool, out: RecordStore) -> None:
-        """Findings, into ``out``, from the work items ``hand_out`` handed out
-        (their sample flows are in ``spool``)."""
+    def build_items(self, batches, spool: Spool, out: RecordStore) -> None:
+        """Findings, into ``out``, from the batches of work items ``hand_out`` wrote to
+        ``spool``, one batch in memory at a time."""
         get = spool.get
-        for name, refs, totals in items:
-            out.add(build_finding(self.by_name[name], [get(ref) for ref in refs], group=totals).to_dict())
+        for ref in batches:
+            for name, draft, totals in pickle.loads(spool.raw(ref)):
+                out.add(finish_draft(self.by_name[name], get(draft), totals).to_dict())
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

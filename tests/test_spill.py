@@ -1,0 +1,58 @@
+"""Spool and RecordStore: the disk-backed scratch space of findings and aggregates."""
+
+from __future__ import annotations
+
+import os
+
+from dotaudit.findings import severities, sort_key
+from dotaudit.spill import RecordStore, Spool, dumps
+
+
+def test_spool_reads_back_buffered_and_written_values_alike(monkeypatch):
+    monkeypatch.setattr(Spool, "BUFFER", 64)   # a few values per buffer
+    spool = Spool()
+    values = [{"n": i, "pad": "x" * (i % 7)} for i in range(200)]
+    refs = [spool.put(v) for v in values]
+    values.append({"last": 1})
+    refs.append(spool.put(values[-1]))
+    assert spool.base > 0                      # most went to the file already ...
+    assert spool.buf                           # ... the newest still wait in the buffer
+    assert [spool.get(r) for r in refs] == values
+    assert spool.raw(refs[-1]) == dumps(values[-1])
+    spool.close()
+
+
+def test_spool_flush_lets_another_reader_see_everything():
+    spool = Spool()
+    refs = [spool.put([i, "v"]) for i in range(10)]
+    spool.flush()
+    assert not spool.buf
+    other = Spool(os.fdopen(os.dup(spool.file.fileno()), "r+b"))   # as the parent adopts it
+    assert [other.get(r) for r in refs] == [[i, "v"] for i in range(10)]
+    ref = other.put({"after": True})   # appends go to the end
+    assert ref[0] == spool.end and other.get(ref) == {"after": True}
+    other.close()
+    spool.close()
+
+
+def _finding(rule: str, severity: str, fid: int) -> dict:
+    return {"rule_id": rule, "severity": severity, "flow_ids": [fid], "id": f"{fid:016x}"}
+
+
+def test_add_raw_and_keys_in_memory_and_spilled():
+    for spill_at in (1000, 3):
+        store = RecordStore(spill_at=spill_at, key=sort_key)
+        recs = [_finding("b", "low", 2), _finding("a", "high", 5), _finding("c", "info", 1), _finding("a", "high", 1)]
+        for rec in recs[:2]:
+            store.add(rec)
+        for rec in recs[2:]:
+            store.add_raw(sort_key(rec), dumps(rec))
+        assert list(store.keys()) == [sort_key(r) for r in recs]
+        store.sort()
+        assert [r["flow_ids"][0] for r in store] == [1, 5, 2, 1]
+        assert list(severities(store)) == ["high", "high", "low", "info"]
+        store.close()
+
+
+def test_severities_of_a_plain_list():
+    assert list(severities([_finding("a", "medium", 1), {"rule_id": "x"}])) == ["medium", ""]
