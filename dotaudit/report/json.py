@@ -12,6 +12,9 @@ import io
 import json
 from typing import TextIO
 
+WRITE_BATCH = 512
+"""Stored lines joined into one write (a few hundred KiB)."""
+
 _compact = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
 
 
@@ -50,9 +53,15 @@ def write(report: dict, out: TextIO) -> None:
                 out.flush()
                 write = binary.write
                 first = True
+                batch: list[bytes] = []
                 for line in value.raw_lines():
-                    write(b"[\n    " if first else b",\n    ")
-                    write(line)
+                    batch.append(line)
+                    if len(batch) >= WRITE_BATCH:
+                        write((b"[\n    " if first else b",\n    ") + b",\n    ".join(batch))
+                        first = False
+                        batch = []
+                if batch:
+                    write((b"[\n    " if first else b",\n    ") + b",\n    ".join(batch))
                     first = False
                 write(b"[]" if first else b"\n  ]")
                 binary.flush()
