@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 import orjson
 
 SPILL_AT = 1000
+WRITE_BUFFER = 1 << 18
+"""Bytes of records buffered before a write to the spill file (a record is about 2 KB)."""
 
 
 def _dumps(rec: dict) -> bytes:
@@ -56,7 +58,7 @@ class FlowStore:
         return len(self.offsets) - 1
 
     def _spill(self) -> None:
-        self.file = tempfile.TemporaryFile(prefix="dotaudit-flows-")
+        self.file = tempfile.TemporaryFile(prefix="dotaudit-flows-", buffering=WRITE_BUFFER)
         records, self.records = self.records, None
         for rec in records:
             self._write(rec)

@@ -414,11 +414,23 @@ class Correlator:
                 delay = start - (best.get("last_ts") if best.get("last_ts") is not None else best["first_ts"])
                 corr["fallback_delay_s"] = round(max(delay, 0.0), 6)
         if is_dot_attempt(flow):
-            pair = (client, server, _get(flow, "server", "port"))
-            corr["full_handshakes_to_server"] = self.full_handshakes.get(pair, 0)
-            corr["resumed_handshakes_to_server"] = self.resumed_handshakes.get(pair, 0)
-            corr["single_query_connections_to_server"] = self.single_query.get(pair, 0)
+            self.annotate_pair(flow)
         return flow
+
+    def pair_counts(self, flow: dict) -> tuple[int, int, int]:
+        """Full handshakes, resumed handshakes and single-query connections of the flow's
+        client -> server:port pair, over the flows observed so far."""
+        pair = (_ip(flow.get("client")), _ip(flow.get("server")), _get(flow, "server", "port"))
+        return (self.full_handshakes.get(pair, 0), self.resumed_handshakes.get(pair, 0),
+                self.single_query.get(pair, 0))
+
+    def annotate_pair(self, flow: dict, counts: Optional[tuple[int, int, int]] = None) -> None:
+        """Set the per-pair facts of a DoT attempt (``counts``, or the pair's counts so far)."""
+        full, resumed, single = self.pair_counts(flow) if counts is None else counts
+        corr = flow.setdefault("correlations", {})
+        corr["full_handshakes_to_server"] = full
+        corr["resumed_handshakes_to_server"] = resumed
+        corr["single_query_connections_to_server"] = single
 
 
 def correlate(flows: list[dict], policy: Policy) -> None:

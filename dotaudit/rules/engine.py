@@ -337,15 +337,16 @@ def projector(paths: tuple[str, ...]):
     return tuple((tuple(p.split(".")), make_getter(p)) for p in paths)
 
 
-def project(flow: dict, paths) -> dict:
-    """A small copy of ``flow`` with only ``paths`` (long lists cut): what a finding needs."""
+def project(flow: dict, paths, limit: Optional[int] = MAX_PROJECTED_LIST) -> dict:
+    """A small copy of ``flow`` with only ``paths`` (lists cut at ``limit`` items): what a
+    finding needs."""
     out: dict = {}
     for parts, get in paths:
         value = get(flow)
         if value is None:
             continue
-        if isinstance(value, list) and len(value) > MAX_PROJECTED_LIST:
-            value = value[:MAX_PROJECTED_LIST]
+        if limit is not None and isinstance(value, list) and len(value) > limit:
+            value = value[:limit]
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})

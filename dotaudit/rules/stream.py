@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
+from heapq import merge
 from typing import Iterable, Optional
 
 from dotaudit.flows.store import FlowStore
 from dotaudit.rules.correlate import CROSS_FACTS, Correlator, _ip, is_dot_attempt
-from dotaudit.rules.engine import Evaluator, RuleIndex, match_flow, rule_paths
+from dotaudit.rules.engine import _SUM_KEY, BASE_PATHS, Evaluator, RuleIndex, match_flow, project, projector, rule_paths
+from dotaudit.spill import Spool
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
 
@@ -50,6 +52,22 @@ def detection_fields(rule: Rule) -> Optional[set[str]]:
             else:
                 fields.add(item.field)
     return fields
+
+
+def view_paths(rules: Iterable[Rule]) -> Optional[tuple[str, ...]]:
+    """Every path the ``rules`` read to match a flow and build its finding, or None when a
+    DoT attempt cannot be judged from such a view (a keyword search, a numeric path index)."""
+    paths: dict[str, None] = dict.fromkeys(BASE_PATHS)
+    for rule in rules:
+        fields = detection_fields(rule)
+        if fields is None:
+            return None
+        paths.update(dict.fromkeys(sorted(fields)))
+        paths.update(dict.fromkeys(rule_paths(rule)))
+        paths.update(dict.fromkeys(k[4:] for k in _SUM_KEY.findall(getattr(rule.extras, "message", "") or "")))
+    if any(part.isdigit() for p in paths for part in p.split(".")):
+        return None
+    return tuple(paths)
 
 
 def _touches_cross(path: str) -> bool:
@@ -82,6 +100,15 @@ class StreamJudge:
         self.cross_names = frozenset(r.name for r in cross)
         self.has_cross = bool(cross)
         self.dot = array("q")                                     # positions of DoT attempts
+        # DoT attempts of a spilled store are judged at the end from a view (the paths the
+        # cross-flow rules read) kept in a spool, with their pair's counts when they arrived:
+        # a record is read back and rewritten only if later attempts of its pair changed them.
+        paths = view_paths(cross) if cross else None
+        self.view = projector(paths) if paths is not None else None
+        self.views: Optional[Spool] = None
+        self.view_at = array("q")                                 # positions, spool offsets, lengths
+        self.view_off = array("q")
+        self.view_len = array("q")
         self.candidates: dict = defaultdict(lambda: array("q"))   # client -> fallback candidates
         self.early = array("q")   # positions where a cross-fact rule matches already
 
@@ -90,11 +117,24 @@ class StreamJudge:
         correlator.annotate_local(rec)
         correlator.observe(rec)
         self.evaluator.add(rec, self.local_index)
+        dot = self.has_cross and is_dot_attempt(rec)
+        counts = None
+        if dot and self.view is not None:
+            counts = correlator.pair_counts(rec)   # final unless a later attempt of the pair comes
+            correlator.annotate_pair(rec, counts)
         pos = self.store.add(rec)
         if not self.has_cross:
             return
-        if is_dot_attempt(rec):
-            self.dot.append(pos)
+        if dot:
+            if counts is not None and self.store.spilled:
+                if self.views is None:
+                    self.views = Spool()
+                off, ln = self.views.put((counts, project(rec, self.view, None)))
+                self.view_at.append(pos)
+                self.view_off.append(off)
+                self.view_len.append(ln)
+            else:
+                self.dot.append(pos)
             return
         if correlator.fallback_candidate(rec):
             self.candidates[_ip(rec.get("client"))].append(pos)
@@ -121,13 +161,27 @@ class StreamJudge:
             for client in self.correlator.failed_clients():
                 todo.update(self.candidates.get(client, ()))
             correlator, evaluator, index = self.correlator, self.evaluator, self.cross_index
-            for pos in sorted(todo):
-                rec = store.get(pos)
-                before = dict(rec["correlations"])
-                correlator.annotate_cross(rec)
-                evaluator.add(rec, index)
-                if rec["correlations"] != before or not store.spilled:
+            viewed = zip(self.view_at, self.view_off, self.view_len)
+            for pos, off, ln in merge(((p, -1, 0) for p in sorted(todo)), viewed):
+                if off < 0:   # the record itself
+                    rec = store.get(pos)
+                    before = dict(rec["correlations"])
+                    correlator.annotate_cross(rec)
+                    evaluator.add(rec, index)
+                    if rec["correlations"] != before or not store.spilled:
+                        store.replace(pos, rec)
+                    continue
+                counts, view = self.views.get((off, ln))
+                final = correlator.pair_counts(view)
+                if tuple(counts) != final:
+                    rec = store.get(pos)
+                    correlator.annotate_pair(rec, final)
                     store.replace(pos, rec)
-        self.dot = self.early = None
+                correlator.annotate_pair(view, final)
+                evaluator.add(view, index)
+        if self.views is not None:
+            self.views.close()
+            self.views = None
+        self.dot = self.early = self.view_at = self.view_off = self.view_len = None
         self.candidates = {}
         return self.evaluator.flow_findings()

@@ -63,3 +63,20 @@ def test_cross_fact_rules_are_the_correlated_ones():
     cross = {r.name for r in load_rules() if r.category != "capture" and reads_cross_facts(r)}
     assert {"dns-plaintext-fallback", "dot-no-session-resumption", "dot-no-connection-reuse"} <= cross
     assert "dns-plaintext-query" not in cross and "dot-tls-version-prohibited" not in cross
+
+
+def test_view_paths_cover_what_cross_rules_read_or_none():
+    from tests.rules.test_compiler import rule as make_rule
+    from dotaudit.rules.stream import view_paths
+
+    cross = [r for r in load_rules() if r.category != "capture" and reads_cross_facts(r)]
+    paths = view_paths(cross)
+    assert paths is not None
+    for needed in ("class", "id", "client", "server", "tls.established", "tls.resumed",
+                   "correlations.full_handshakes_to_server", "correlations.single_query_connections_to_server"):
+        assert needed in paths
+    indexed = make_rule("""\
+        sel: {tls.certificates.0.key_bits|lt: 2048}
+        condition: sel
+    """)
+    assert view_paths(cross + [indexed]) is None            # project() does not index lists
