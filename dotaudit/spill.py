@@ -72,11 +72,15 @@ class Spool:
 
 
 class RecordStore:
-    def __init__(self, spill_at: int = 500, key: Callable[[dict], tuple] | None = None):
+    """``spool``: keep the records in this spool from the start (it may hold other values too;
+    the store knows its records by its index)."""
+
+    def __init__(self, spill_at: int = 500, key: Callable[[dict], tuple] | None = None,
+                 spool: Spool | None = None):
         self.spill_at = spill_at
         self.key = key
-        self.records: list[dict] | None = []
-        self.spool: Spool | None = None
+        self.records: list[dict] | None = [] if spool is None else None
+        self.spool: Spool | None = spool
         self.index: list[tuple] = []   # sort key + (offset, length), once spilled
 
     def add(self, rec: dict) -> None:

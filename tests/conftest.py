@@ -10,10 +10,14 @@ tree (tests/rules/conftest.py is also a top-level ``conftest`` module).
 
 from __future__ import annotations
 
+import atexit
 import gzip
+import os
 import random
+import shutil
 import struct
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +27,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The parsed-rule cache of this test session (and of the dotaudit processes it starts) lives in
+# a directory of its own, not in the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="dotaudit-test-cache-")
+os.environ["DOTAUDIT_CACHE_DIR"] = _CACHE
+os.environ.pop("DOTAUDIT_NO_CACHE", None)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 def repo_root() -> Path:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not sink.can_fork(), reason="needs fork and two 
 def _audit(paths, monkeypatch, fork: bool, spill_at: int) -> dict:
     with monkeypatch.context() as m:
         m.setattr(FlowStore.__init__, "__defaults__", (spill_at,))
-        m.setattr(RecordStore.__init__, "__defaults__", (spill_at, None))   # findings spill too
+        m.setattr(RecordStore.__init__, "__defaults__", (spill_at, None, None))   # findings spill too
         m.setattr(sink, "can_fork", lambda: fork)
         report = audit([str(p) for p in paths])
     report.pop("generated_at")

@@ -105,8 +105,9 @@ def _collect(report: dict, red: Redactor) -> None:
 
 def redact(report: dict, key: str | bytes | None = None) -> dict:
     """Return a redacted deep copy of ``report`` (the input is left untouched)."""
-    if hasattr(report.get("flows"), "to_list"):
-        report = dict(report, flows=report["flows"].to_list())
+    for part in ("flows", "findings"):   # stores (spill.RecordStore) hold spool files
+        if hasattr(report.get(part), "to_list"):
+            report = dict(report, **{part: report[part].to_list()})
     out = copy.deepcopy(report)
     red = Redactor(key)
     _collect(out, red)

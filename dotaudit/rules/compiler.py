@@ -470,7 +470,11 @@ def compile_conditions(parsed: list[Any]) -> tuple[Predicate, Optional[frozenset
 
     Returns the full predicate, the classes the rule requires (or None), and the predicate to
     use when the caller has already checked the flow's class against those classes."""
-    trees = [c.parse() for c in parsed]
+    return compile_trees([c.parse() for c in parsed])
+
+
+def compile_trees(trees: list[Any]) -> tuple[Predicate, Optional[frozenset[str]], Predicate]:
+    """``compile_conditions`` of the parsed conditions (``SigmaCondition.parse()``)."""
     if len(trees) == 1:
         tree = trees[0]
     else:

@@ -12,6 +12,7 @@ import pickle
 import re
 from sys import intern as _intern
 from collections import defaultdict
+from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
 from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
@@ -428,6 +429,11 @@ class _GroupTotals:
         self.count, self.sums, self.ids, self.first_ts, self.last_ts = count, sums, ids, first_ts, last_ts
 
 
+def _sample_draft(rule: Rule, sample: list, get: Callable) -> dict:
+    """The draft of an aggregate's sample (spool references), made at the end."""
+    return draft_finding(rule, [get(ref) for ref in sample], single=len(sample) == 1)
+
+
 class Evaluator:
     """Rules over a stream of flows: ``add`` each (correlated) flow, then ``findings``.
 
@@ -442,8 +448,14 @@ class Evaluator:
         self.by_name = {r.name: r for r in rules}
         self.spool = Spool()
         self.specs = {r.name: _GroupSpec(r, self.spool) for r in rules}
-        self.findings = RecordStore(key=sort_key)   # per-flow findings: one per rule per flow
+        # the findings, in the spool beside the samples and drafts: a pair's finding made from
+        # its only flow is indexed at the end as it stands, not copied
+        self.findings = RecordStore(key=sort_key, spool=self.spool)
         self.groups: dict[tuple, _Group] = {}
+        self.eager = True
+        """Make each finding or draft as its flow arrives; else leave it in ``stale`` for
+        ``work`` or the end."""
+        self.stale: dict[tuple, None] = {}   # keys of the groups whose finding or draft is to be made
 
     def add(self, flow: dict, index: Optional[RuleIndex] = None) -> None:
         """Evaluate every rule (or only those of ``index``) on one flow."""
@@ -452,23 +464,52 @@ class Evaluator:
                 key = (rule.name,) + _pair_key(flow)
                 group = self.groups.get(key)
                 spec = self.specs[rule.name]
-                # The finding's work is done as the flows arrive, while the packets are still
-                # being read: a pair's first flow gives its finding (most pairs see one flow);
-                # each change of the sample gives a draft that the totals complete at the end.
                 if group is None:
                     group = self.groups[key] = _Group(len(spec.sum_keys))
-                    draft = draft_finding(rule, [loads(group.add(flow, spec))])
-                    built = finish_draft(rule, draft, group.totals(spec)).to_dict()
-                    group.built = sort_key(built) + self.spool.put(built)
+                    group.add(flow, spec)
                 else:
-                    changed = group.add(flow, spec) is not None
+                    if group.add(flow, spec) is not None:
+                        group.draft = None   # the sample changed
+                    elif self.eager:
+                        continue             # only the totals changed: they finish the draft at the end
                     group.built = None
-                    if changed or group.draft is None:
-                        get = self.spool.get
-                        group.draft = self.spool.put(
-                            draft_finding(rule, [get(ref) for ref in group.sample], single=False))
+                if self.eager:
+                    self._build(key, group, finish=False)
+                else:
+                    self.stale[key] = None
             else:
                 self.findings.add(build_finding(rule, [flow]).to_dict())
+
+    def _build(self, key: tuple, group: _Group, finish: bool) -> None:
+        """A pair's finding from its first flow (most pairs see only one); with more flows, the
+        draft of its sample and, when ``finish``, the finding with the totals so far (made
+        again if more flows come; else it stands at the end)."""
+        rule = self.by_name[key[0]]
+        spool = self.spool
+        if group.count == 1:
+            draft = draft_finding(rule, [spool.get(group.sample[0])])
+        elif group.draft is None:
+            draft = draft_finding(rule, [spool.get(ref) for ref in group.sample], single=False)
+            group.draft = spool.put(draft)
+            if not finish:
+                return
+        elif finish:
+            draft = spool.get(group.draft)
+        else:
+            return
+        built = finish_draft(rule, draft, group.totals(self.specs[key[0]])).to_dict()
+        group.built = sort_key(built) + spool.put(built)
+
+    def work(self, limit: int) -> bool:
+        """Make up to ``limit`` of the findings ``add`` left for later (oldest first); whether
+        any are left.  A judge process calls it while it waits for records, so the work is
+        done while the packets are still being read, and what is left at the end is the
+        aggregates the last flows changed."""
+        stale, groups = self.stale, self.groups
+        for key in list(islice(stale, limit)):
+            del stale[key]
+            self._build(key, groups[key], finish=True)
+        return bool(stale)
 
     def hand_out(self, share, fraction: float, final: Callable[[str], bool]) -> None:
         """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
@@ -480,27 +521,33 @@ class Evaluator:
         given = mine[int(len(mine) * (1 - fraction)):]
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
         for i in range(0, len(given), ITEMS_BATCH):
-            items = [(key[0], group.draft, group.totals(specs[key[0]])) for key, group in given[i:i + ITEMS_BATCH]]
+            items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))
+                     for key, group in given[i:i + ITEMS_BATCH]]
             batches.append(put_raw(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)))
         self.spool.flush()
         share(batches, self.spool)
+        stale = self.stale
         for key, _ in given:
             del self.groups[key]
+            stale.pop(key, None)
 
     def flow_findings(self) -> RecordStore:
         """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
-        raw = self.spool.raw
+        get = self.spool.get
+        index = findings.index
         for key, group in self.groups.items():
             built = group.built
             if built is not None:
-                findings.add_raw(built[:-2], raw(built[-2:]))
+                index.append(built)
                 continue
             name = key[0]
+            rule = self.by_name[name]
             totals = group.totals(self.specs[name])
-            findings.add(finish_draft(self.by_name[name], self.spool.get(group.draft), totals).to_dict())
+            draft = get(group.draft) if group.draft is not None else _sample_draft(rule, group.sample, get)
+            findings.add(finish_draft(rule, draft, totals).to_dict())
         self.groups = {}
-        self.spool.close()
+        self.stale = {}
         return findings
 
     def build_items(self, batches, spool: Spool, out: RecordStore) -> None:
@@ -508,8 +555,10 @@ class Evaluator:
         ``spool``, one batch in memory at a time."""
         get = spool.get
         for ref in batches:
-            for name, draft, totals in pickle.loads(spool.raw(ref)):
-                out.add(finish_draft(self.by_name[name], get(draft), totals).to_dict())
+            for name, draft, sample, totals in pickle.loads(spool.raw(ref)):
+                rule = self.by_name[name]
+                draft = get(draft) if draft is not None else _sample_draft(rule, sample, get)
+                out.add(finish_draft(rule, draft, totals).to_dict())
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.
@@ -519,7 +568,8 @@ class Evaluator:
         else:
             findings = flow_findings
             findings.key = sort_key
-            self.spool.close()
+            if findings.spool is not self.spool:
+                self.spool.close()   # the judge process's spool holds the findings
         if self.index.capture:
             record = capture_record(report)
             for rule in self.index.capture:

@@ -80,3 +80,75 @@ def test_view_paths_cover_what_cross_rules_read_or_none():
         condition: sel
     """)
     assert view_paths(cross + [indexed]) is None            # project() does not index lists
+
+
+@pytest.fixture(scope="module")
+def gateway_flows(tmp_path_factory, stress_frames, write_pcap, policy):
+    """Correlated flow records: a bundled gateway capture and thousands of synthetic DNS flows
+    (many aggregates of one, two, three and more flows)."""
+    from dotaudit.rules.correlate import correlate
+    synthetic = write_pcap(tmp_path_factory.mktemp("deferred") / "gateway.pcap", stress_frames(seed=5, n=12000))
+    flows = []
+    for path in (ROOT / "pcaps" / "gateway" / "mixed.pcap", synthetic):
+        infos, collector, table = run_files([str(path)], options_from_policy(policy))
+        flows += assemble(infos, collector, table)["flows"].to_list()
+    correlate(flows, policy)
+    return flows
+
+
+def _evaluated(flows, rules, policy, *, eager: bool, seed: int = 0, share: float = 0.0) -> list[dict]:
+    """Findings of an Evaluator fed ``flows``; deferred: ``work`` done at random moments, and
+    ``share`` of the aggregates handed out (as to the main process) at the end."""
+    import random
+
+    from dotaudit.findings import sort_key
+    from dotaudit.rules.engine import Evaluator
+    from dotaudit.spill import RecordStore
+
+    ev = Evaluator(rules, policy)
+    ev.eager = eager
+    rnd = random.Random(seed)
+    for flow in flows:
+        ev.add(flow)
+        if not eager and rnd.random() < 0.2:
+            ev.work(rnd.randint(1, 5))
+    theirs = RecordStore(key=sort_key)
+    if share:
+        ev.hand_out(lambda batches, spool: ev.build_items(batches, spool, theirs), share, lambda name: True)
+    findings = ev.flow_findings()
+    findings.absorb(theirs)
+    return ev.result({}, findings).to_list()
+
+
+def test_deferred_findings_equal_eager_ones(gateway_flows, policy):
+    """A judge process makes findings when it has time (Evaluator.work), or leaves them for the
+    end, where part goes to the main process: the findings are the same as made at once."""
+    rules = load_rules()
+    eager = _evaluated(gateway_flows, rules, policy, eager=True)
+    assert len(eager) > 100 and any(f["count"] >= 3 for f in eager) and any(f["count"] == 2 for f in eager)
+    for seed, share in ((1, 0.0), (2, 0.7), (3, 1.0)):
+        assert _evaluated(gateway_flows, rules, policy, eager=False, seed=seed, share=share) == eager
+
+
+def test_work_makes_the_stale_findings_oldest_first(gateway_flows, policy):
+    from dotaudit.rules.engine import Evaluator, _pair_key
+
+    ev = Evaluator(load_rules(), policy)
+    ev.eager = False
+    for flow in gateway_flows[:2000]:
+        ev.add(flow)
+    stale = list(ev.stale)
+    assert len(stale) > 10
+    assert ev.work(5) is True
+    assert list(ev.stale) == stale[5:]
+    made = [ev.groups[k] for k in stale[:5]]
+    assert all(g.built is not None and (g.draft is not None) == (g.count > 1) for g in made)
+    while ev.work(100):
+        pass
+    assert not ev.stale
+    assert all(g.built is not None for g in ev.groups.values())
+    # a flow more: that pair's finding is to be made again, its draft stands (the sample is full)
+    busy = next((k, g) for k, g in ev.groups.items() if g.count > 3)
+    flow = next(f for f in gateway_flows[:2000] if (busy[0][0],) + _pair_key(f) == busy[0])
+    ev.add(flow)
+    assert busy[0] in ev.stale and busy[1].built is None and busy[1].draft is not None
