@@ -43,6 +43,7 @@ class Collector:
         self.records = FlowStore() if sink is None else None
         self.latency = LatencyStats() if sink is None else None
         self.flow_findings = None
+        self.latency_json = None   # stats.latency made ahead (report/json.prerender), if it was
         self.damage = [0, 0, 0]   # malformed DNS messages, broken DNS/TCP framings, flows with bad TLS
         self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
         self.capture_end_ts = 0.0
@@ -67,6 +68,7 @@ class Collector:
     def finish(self) -> None:
         if self.sink is not None:
             self.records, self.latency, self.flow_findings = self.sink.finish()
+            self.latency_json = getattr(self.sink, "latency_json", None)
             self.sink = None
 
     def abort(self) -> None:
@@ -225,7 +227,7 @@ def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -
         },
         "flows": records,
         "findings": [],
-        "stats": {"packets": st, "latency": collector.latency.to_json()},
+        "stats": {"packets": st, "latency": collector.latency_json or collector.latency.to_json()},
         "skipped": skipped,
     }
 

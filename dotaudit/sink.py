@@ -136,6 +136,7 @@ class ProcessSink:
         self._dumps = orjson.dumps
         self._pack = _LEN.pack
         self.latency: Optional[LatencyStats] = None
+        self.latency_json = None   # its stats.latency, rendered while the judge process finishes
         self.records: Optional[FlowStore] = None
 
     def _writer(self) -> None:
@@ -178,9 +179,16 @@ class ProcessSink:
         os.close(self.wfd)
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
-        # first the aggregates the judge process hands over (we would only be waiting), then
-        # its results
-        work, fds = _recv(self.sock)
+        # what the judge process sends before its results: the statistics (complete at the end
+        # of the records), then the aggregates it hands over; both are worked on here while it
+        # finishes the rules, the aggregates first (it waits for nothing else)
+        first, fds = _recv(self.sock)
+        latency = None
+        if first is not None and "latency" in first:
+            latency = first["latency"]
+            work, fds = _recv(self.sock)
+        else:
+            work = first
         mine = None
         if work is not None and "items" in work:
             if work["items"]:
@@ -190,6 +198,9 @@ class ProcessSink:
                 mine = RecordStore(key=sort_key)
                 self.judge.evaluator.build_items(work["items"], spool, mine)
                 spool.close()
+            if latency is not None:
+                from .report.json import prerender
+                self.latency_json = prerender(latency.to_json())
             msg, fds = _recv(self.sock)
         else:
             msg = work
@@ -207,7 +218,7 @@ class ProcessSink:
             mine.close()
         if self.judge is not None:
             self.judge.store = records
-        return records, msg["latency"], findings
+        return records, latency, findings
 
     def abort(self) -> None:
         """Stop the judge process (the audit failed or was interrupted) and the writer thread."""
@@ -280,9 +291,11 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
         def share(items, spool) -> None:
             _send(sock, {"items": items}, [spool.file.fileno()] if items else [])
 
+        # the statistics are complete: the main process renders them while the rules finish
+        _send(sock, {"latency": sink.latency}, [])
         records, latency, findings = sink.finish(share)
         fds: list[int] = []
-        msg = {"latency": latency, "records": _export_flow_store(records, fds),
+        msg = {"records": _export_flow_store(records, fds),
                "findings": _export_record_store(findings, fds) if findings is not None else None}
         _send(sock, msg, fds)
         return 0

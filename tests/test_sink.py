@@ -9,6 +9,7 @@ import pytest
 
 from dotaudit import sink
 from dotaudit.flows.store import FlowStore
+from dotaudit.report.json import Rendered, render
 from dotaudit.spill import RecordStore
 from dotaudit.pipeline import audit, options_from_policy, run_files
 
@@ -44,6 +45,9 @@ def test_judge_process_equals_in_process(monkeypatch, spill_at, gateway):
         local = _audit(paths, monkeypatch, False, spill_at)
         assert forked["findings"] and forked["flows"]
         assert forked == local
+        # the forked audit's statistics were rendered ahead (report/json.prerender): same text
+        assert isinstance(forked["stats"]["latency"], Rendered)
+        assert render(forked) == render(local)
 
 
 class _BrokenJudge:

@@ -33,9 +33,40 @@ def _clean(obj):
     return obj
 
 
+class Rendered(dict):
+    """A value whose pretty JSON text was made ahead of the report (``prerender``): for the JSON
+    writer that text, for everything else a dict.  A deep copy is a plain dict (the copy may
+    be changed, e.g. redacted, and is rendered again)."""
+
+    __slots__ = ("text",)
+
+    def __deepcopy__(self, memo):
+        import copy
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+
+def prerender(value: dict) -> Rendered:
+    """``value`` with its pretty JSON text, as ``write`` would make it.  The judge process's
+    latency statistics arrive before its findings; the main process renders them (the largest
+    pretty part of a report) while it waits for the rest."""
+    out = Rendered(value)
+    out.text = _pretty_text(value)
+    return out
+
+
+def _pretty_text(value) -> str:
+    """json.dumps(_clean(value), indent=2, sort_keys=True, ensure_ascii=False), with the text of
+    Rendered values in a dict used as it is."""
+    if isinstance(value, Rendered):
+        return value.text
+    if isinstance(value, dict) and value and any(isinstance(v, Rendered) for v in value.values()):
+        items = [json.dumps(str(k), ensure_ascii=False) + ": " + _pretty_text(value[k]) for k in sorted(value)]
+        return "{\n  " + ",\n  ".join(t.replace("\n", "\n  ") for t in items) + "\n}"
+    return json.dumps(_clean(value), indent=2, sort_keys=True, ensure_ascii=False)
+
+
 def _pretty(value, indent: str) -> str:
-    text = json.dumps(_clean(value), indent=2, sort_keys=True, ensure_ascii=False)
-    return text.replace("\n", "\n" + indent)
+    return _pretty_text(value).replace("\n", "\n" + indent)
 
 
 def write(report: dict, out: TextIO) -> None:

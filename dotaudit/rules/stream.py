@@ -30,9 +30,9 @@ from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
 
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
-SHARE = 0.7
-"""Of the aggregates that are final when the last flow arrives, the share a judge process hands
-to the parent process (which would only be waiting) to build."""
+SHARE = 0.3
+"""Of the aggregates that are final and not yet made when the last flow arrives, the share a
+judge process hands to the parent process to build (which also renders the statistics then)."""
 
 
 def detection_fields(rule: Rule) -> Optional[set[str]]:

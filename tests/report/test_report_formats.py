@@ -125,3 +125,23 @@ def test_redaction_in_every_format(repo):
     assert redact(rep, "k2")["flows"] != red["flows"]
     assert redact(rep)["flows"] != redact(rep)["flows"]          # random per-run key
     assert red["summary"]["redacted"] is True
+
+
+def test_prerendered_values_give_the_same_json_text():
+    """report/json.prerender: a value rendered ahead is written as json.dumps would write it,
+    nested in a dict beside ordinary values; a deep copy of it is a plain dict."""
+    import copy
+
+    from dotaudit.report.json import Rendered, _pretty, prerender
+
+    latency = {"by_resolver": {"9.9.9.9": {"dot": {"p50": 12.5, "n": 3}}, "fd00::53": {}},
+               "empty": {}, "list": [1, 2.5, None, {"ß": "ü"}], "nan": float("nan"), "set": {3, 1}}
+    stats = {"packets": {"total": 10, "decode_errors": 0}, "latency": prerender(latency), "z": []}
+    plain = {"packets": stats["packets"], "latency": dict(latency), "z": []}
+    for indent in ("", "  "):
+        assert _pretty(stats, indent) == _pretty(plain, indent)
+    assert _pretty(prerender({}), "") == "{}"
+    assert json.loads(_pretty(stats, ""))["latency"]["set"] == [1, 3]
+    copied = copy.deepcopy(stats)
+    assert type(copied["latency"]) is dict and copied == stats
+    assert isinstance(stats["latency"], Rendered)
