@@ -15,7 +15,7 @@ from collections import defaultdict
 from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
-from dotaudit.findings import MAX_FLOW_IDS, Finding, Severity, sort_key
+from dotaudit.findings import MAX_FLOW_IDS, MAX_FRAMES, Finding, Severity, finding_id, sort_key
 from dotaudit.rules.compiler import _PLACEHOLDER, format_value, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
@@ -247,9 +247,8 @@ def draft_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False
     }
 
 
-def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None) -> Finding:
-    """The finding of ``draft_finding``'s draft; ``group`` holds the totals of an aggregate
-    (count, sums, time span and flow ids over all its flows, the sample's included)."""
+def _totals(draft: dict, group: "Optional[_GroupTotals]") -> tuple[str, list, int, Any, Any]:
+    """What the totals give a draft: (message, flow ids, count, first_ts, last_ts)."""
     count = group.count if group is not None else draft["n"]
     sums = draft["sums"]
     parts = []
@@ -272,12 +271,21 @@ def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None
             first_ts = group.first_ts
         if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
             last_ts = group.last_ts
+    else:
+        flow_ids = list(flow_ids)
+    return "".join(parts), flow_ids, count, first_ts, last_ts
+
+
+def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None) -> Finding:
+    """The finding of ``draft_finding``'s draft; ``group`` holds the totals of an aggregate
+    (count, sums, time span and flow ids over all its flows, the sample's included)."""
+    message, flow_ids, count, first_ts, last_ts = _totals(draft, group)
     return Finding(
         rule_id=rule.name,
         title=rule.title,
         severity=Severity(rule.severity),
         observability=rule.observability,
-        message="".join(parts),
+        message=message,
         flow_ids=tuple(flow_ids),
         count=count,
         client=draft["client"],
@@ -289,6 +297,33 @@ def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None
         references=rule.references,
         remediation=rule.remediation,
     )
+
+
+def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None) -> dict:
+    """``finish_draft(rule, draft, group).to_dict()``, made directly (the judge process makes
+    one per aggregate, sometimes more)."""
+    message, flow_ids, count, first_ts, last_ts = _totals(draft, group)
+    out = {
+        "id": finding_id(rule.name, flow_ids),
+        "rule_id": rule.name,
+        "title": rule.title,
+        "severity": Severity(rule.severity).value,
+        "observability": rule.observability,
+        "flow_ids": flow_ids[:MAX_FLOW_IDS],
+        "client": draft["client"],
+        "server": draft["server"],
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "frames": list(draft["frames"])[:MAX_FRAMES],
+        "message": message,
+        "evidence": draft["evidence"],
+        "references": list(rule.references),
+        "remediation": rule.remediation,
+        "count": count,
+    }
+    if len(flow_ids) > MAX_FLOW_IDS:
+        out["flow_ids_total"] = len(flow_ids)
+    return out
 
 
 def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
@@ -497,7 +532,7 @@ class Evaluator:
             draft = spool.get(group.draft)
         else:
             return
-        built = finish_draft(rule, draft, group.totals(self.specs[key[0]])).to_dict()
+        built = finish_dict(rule, draft, group.totals(self.specs[key[0]]))
         group.built = sort_key(built) + spool.put(built)
 
     def work(self, limit: int) -> bool:
@@ -545,7 +580,7 @@ class Evaluator:
             rule = self.by_name[name]
             totals = group.totals(self.specs[name])
             draft = get(group.draft) if group.draft is not None else _sample_draft(rule, group.sample, get)
-            findings.add(finish_draft(rule, draft, totals).to_dict())
+            findings.add(finish_dict(rule, draft, totals))
         self.groups = {}
         self.stale = {}
         return findings
@@ -558,7 +593,7 @@ class Evaluator:
             for name, draft, sample, totals in pickle.loads(spool.raw(ref)):
                 rule = self.by_name[name]
                 draft = get(draft) if draft is not None else _sample_draft(rule, sample, get)
-                out.add(finish_draft(rule, draft, totals).to_dict())
+                out.add(finish_dict(rule, draft, totals))
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

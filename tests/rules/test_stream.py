@@ -152,3 +152,22 @@ def test_work_makes_the_stale_findings_oldest_first(gateway_flows, policy):
     flow = next(f for f in gateway_flows[:2000] if (busy[0][0],) + _pair_key(f) == busy[0])
     ev.add(flow)
     assert busy[0] in ev.stale and busy[1].built is None and busy[1].draft is not None
+
+
+def test_finish_dict_is_the_findings_dict(gateway_flows, policy):
+    """engine.finish_dict (made directly, in the judge process) equals finish_draft's Finding as
+    a dict, for single flows, samples, and totals beyond the id cap."""
+    from dotaudit.rules.engine import _GroupTotals, draft_finding, finish_dict, finish_draft, match_flow, RuleIndex
+
+    rules = load_rules()
+    index = RuleIndex(rules)
+    seen = 0
+    for i, flow in enumerate(gateway_flows[:3000]):
+        for rule in match_flow(flow, index):
+            flows = [flow] + [f for f in gateway_flows[i + 1:i + 3] if rule.match(f)]
+            draft = draft_finding(rule, flows, single=len(flows) == 1)
+            totals = _GroupTotals(250, {k: 1.5 for k in draft["sums"]}, list(range(1000, 1250)), 1.0, 2e9)
+            for group in (None, totals):
+                assert finish_dict(rule, draft, group) == finish_draft(rule, draft, group).to_dict()
+            seen += 1
+    assert seen > 500
