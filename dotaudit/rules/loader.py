@@ -196,6 +196,7 @@ def load_rule_file(path: str | Path) -> Rule:
 # write is read back; a cache that cannot be read or written is skipped without a word.
 
 CACHE_FORMAT = 1
+CACHE_KEEP = 8
 
 
 def cache_dir() -> Optional[Path]:
@@ -271,6 +272,18 @@ def _cache_write(path: Path, entries: list) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        return
+    _prune(path.parent)
+
+
+def _prune(directory: Path) -> None:
+    """Keep the CACHE_KEEP newest rule caches (each edit of a rule directory makes another)."""
+    try:
+        caches = sorted(directory.glob("rules-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in caches[CACHE_KEEP:]:
+            old.unlink()
+    except OSError:
+        pass
 
 
 def load_dir(directory: str | Path) -> list[Rule]:

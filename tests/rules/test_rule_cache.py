@@ -128,3 +128,15 @@ def test_a_file_that_is_not_utf8_is_one_clear_error(cache, pack):
     (area / "dns-latin1.yml").write_bytes(b"title: caf\xe9\n")
     with pytest.raises(RuleError, match=r"dns-latin1\.yml: not UTF-8 text"):
         load_dir(pack)
+
+
+def test_only_the_newest_caches_are_kept(cache, pack, monkeypatch):
+    monkeypatch.setattr(loader, "CACHE_KEEP", 3)
+    victim = next(pack.rglob("dot-no-sni.yml"))
+    text = victim.read_text()
+    for i in range(5):
+        victim.write_text(text + f"\n# edit {i}\n")
+        load_dir(pack)
+    assert len(list(cache.glob("rules-*.pickle"))) == 3
+    _no_parsing(monkeypatch)
+    assert load_dir(pack)   # the newest (the files as they are now) is among them
