@@ -11,6 +11,8 @@ sketches merged when the JSON is written.  See docs/latency.md.
 
 from __future__ import annotations
 
+from math import ceil as _ceil, log as _log
+
 from ddsketch import LogCollapsingLowestDenseDDSketch
 
 RELATIVE_ACCURACY = 0.01
@@ -34,6 +36,32 @@ COUNTERS = (
 
 def _new_sketch() -> LogCollapsingLowestDenseDDSketch:
     return LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, BIN_LIMIT)
+
+
+def sketch_add(s, val) -> None:
+    """``s.add(val)`` with ddsketch's five calls inlined for the common case, a positive value
+    inside the bins the store already has (a judge process adds about 200k values per million
+    packets).  The same arithmetic in the same order: the sketch ends up identical
+    (tests/test_latency.py)."""
+    m = s._mapping
+    if val > m.min_possible:
+        key = int(_ceil(_log(val, 2) * m._multiplier) + m._offset)
+        st = s._store
+        if st.min_key <= key <= st.max_key:
+            st.bins[key - st.offset] += 1.0
+            st.count += 1.0
+        else:
+            st.add(key, 1.0)
+    elif val < -m.min_possible:
+        s._negative_store.add(m.key(-val), 1.0)
+    else:
+        s._zero_count += 1.0
+    s._count += 1.0
+    s._sum += val * 1.0
+    if val < s._min:
+        s._min = val
+    if val > s._max:
+        s._max = val
 
 
 def _store_bins(store) -> list[list]:
@@ -98,7 +126,7 @@ class Group:
         s = self.sketches.get(name)
         if s is None:
             s = self.sketches[name] = _new_sketch()
-        s.add(v)
+        sketch_add(s, v)
 
     def merge(self, other: "Group") -> None:
         c = self.counters
@@ -220,16 +248,15 @@ class LatencyStats:
                     s = d.get(k)
                     if s is None:
                         s = d[k] = _new_sketch()
-                    s.add(hs)
+                    sketch_add(s, hs)
         add("time_to_first_answer_ms", t.get("time_to_first_answer_ms"))
         qs = t.get("query_rtt_ms")
         if qs:
             s = g.sketches.get("query_rtt_ms")
             if s is None:
                 s = g.sketches["query_rtt_ms"] = _new_sketch()
-            sadd = s.add
             for v in qs:
-                sadd(v)
+                sketch_add(s, v)
         n = t.get("queries_per_connection")
         add("queries_per_connection", n)
         add("lifetime_ms", t.get("lifetime_ms"))
