@@ -383,7 +383,7 @@ class Correlator:
         """Can another flow make this one a fallback (plaintext queries to a non-local resolver)?"""
         queries = _get(flow, "dns", "queries")
         return (flow.get("class") in PLAINTEXT_CLASSES and isinstance(queries, int) and queries > 0
-                and not self.policy.is_local_resolver(_ip(flow.get("server"))))
+                and not _resolver_facts(_ip(flow.get("server")), self.policy, self._resolvers)[0])
 
     def failed_clients(self):
         """Clients with a failed DoT attempt (only their fallback candidates can change)."""
