@@ -12,6 +12,7 @@ from dotaudit.flows.store import FlowStore
 from dotaudit.report.json import Rendered, render
 from dotaudit.spill import RecordStore
 from dotaudit.pipeline import audit, options_from_policy, run_files
+from dotaudit.rules import stream
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = [ROOT / "pcaps" / "gateway" / "mixed.pcap", ROOT / "pcaps" / "leak" / "fallback-after-dot-failure.pcap",
@@ -25,6 +26,8 @@ def _audit(paths, monkeypatch, fork: bool, spill_at: int) -> dict:
         m.setattr(FlowStore.__init__, "__defaults__", (spill_at,))
         m.setattr(RecordStore.__init__, "__defaults__", (spill_at, None, None))   # findings spill too
         m.setattr(sink, "can_fork", lambda: fork)
+        if spill_at < 10:   # and the judge process hands aggregates to this one however few
+            m.setattr(stream, "SHARE_MIN", 0)
         report = audit([str(p) for p in paths])
     report.pop("generated_at")
     return report

@@ -546,14 +546,15 @@ class Evaluator:
             self._build(key, groups[key], finish=True)
         return bool(stale)
 
-    def hand_out(self, share, fraction: float, final: Callable[[str], bool]) -> None:
+    def hand_out(self, share, fraction: float, final: Callable[[str], bool], minimum: int = 0) -> None:
         """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
-        ``final`` (no more flows can join them), and forget them here: ``build_items`` turns
-        them into findings in another process, while this one goes on.  They are written to
-        ``spool`` (next to their sample flows) as pickled batches of work items; ``batches``
-        are the batches' spool references."""
+        ``final`` (no more flows can join them) and whose finding is not made yet, when there
+        are at least ``minimum`` of them, and forget them here: ``build_items`` turns them into
+        findings in another process, while this one goes on.  They are written to ``spool``
+        (next to their sample flows) as pickled batches of work items; ``batches`` are the
+        batches' spool references (``share`` is called, with none, in any case)."""
         mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
-        given = mine[int(len(mine) * (1 - fraction)):]
+        given = mine[int(len(mine) * (1 - fraction)):] if len(mine) >= minimum else []
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
         for i in range(0, len(given), ITEMS_BATCH):
             items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))

@@ -32,7 +32,11 @@ from dotaudit.rules.policy import Policy
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
 SHARE = 0.3
 """Of the aggregates that are final and not yet made when the last flow arrives, the share a
-judge process hands to the parent process to build (which also renders the statistics then)."""
+judge process hands to the parent process to build ..."""
+SHARE_MIN = 2000
+"""... when there are at least this many: below, the parent's own work then (rendering the
+statistics, about 0.1 s) takes as long as this process's (the cross-flow phase and those
+aggregates), and sharing would only make the parent the later one."""
 
 
 def detection_fields(rule: Rule) -> Optional[set[str]]:
@@ -153,7 +157,7 @@ class StreamJudge:
         (Evaluator.hand_out)."""
         if share is not None:
             cross = self.cross_names
-            self.evaluator.hand_out(share, SHARE, lambda name: name not in cross)
+            self.evaluator.hand_out(share, SHARE, lambda name: name not in cross, SHARE_MIN)
         store = self.store
         if self.has_cross:
             todo = set(self.dot)
