@@ -68,7 +68,7 @@ class Collector:
     def finish(self) -> None:
         if self.sink is not None:
             self.records, self.latency, self.flow_findings = self.sink.finish()
-            self.latency_json = getattr(self.sink, "latency_json", None)
+            self.latency_json = self.sink.latency_json
             self.sink = None
 
     def abort(self) -> None:

@@ -45,14 +45,22 @@ class SinkError(RuntimeError):
 
 
 class RecordSink:
-    """Latency statistics, the flow store and (with a judge) the rules, in this process."""
+    """Latency statistics, the flow store and (with a judge) the rules, in this process.
 
-    def __init__(self, judge=None):
+    ``defer``: the judge only matches and counts in ``add``, and makes the findings in ``work``
+    (called when no record waits) or at the end."""
+
+    latency_json = None   # stats.latency rendered ahead (ProcessSink)
+
+    def __init__(self, judge=None, defer: bool = False):
         self.latency = LatencyStats()
         self.records = FlowStore()
         self.judge = judge
+        self.deferred = getattr(judge, "evaluator", None) if defer else None
         if judge is not None:
             judge.store = self.records
+        if self.deferred is not None:
+            self.deferred.eager = False
 
     def add(self, rec: dict) -> None:
         self.latency.add(rec)
@@ -63,6 +71,17 @@ class RecordSink:
                 raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
         else:
             self.records.add(rec)
+
+    def pending(self) -> bool:
+        """Are there findings ``add`` left for ``work``?"""
+        return self.deferred is not None and bool(self.deferred.stale)
+
+    def work(self) -> None:
+        """Make IDLE_WORK of the findings ``add`` left (about half a millisecond)."""
+        try:
+            self.deferred.work(IDLE_WORK)
+        except Exception as exc:   # noqa: BLE001 - as in add
+            raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
 
     def finish(self, share=None):
         """(flow store, latency stats, flow findings store or None).  ``share``: hand part of
@@ -253,17 +272,14 @@ class ProcessSink:
 
 
 def _serve(fd: int, sock: socket.socket, judge) -> int:
-    sink = RecordSink(judge)
+    # Findings are made when no record waits (the packet loop is between bursts of finished
+    # flows), so the records of a burst are judged at once and the work left at the end is small.
+    sink = RecordSink(judge, defer=True)
     unpack_from = _LEN.unpack_from
     loads = orjson.loads
     add = sink.add
     buf = b""
     pos = 0
-    # Findings are made when no record waits (the packet loop is between bursts of finished
-    # flows), so the records of a burst are judged at once and the work left at the end is small.
-    evaluator = getattr(judge, "evaluator", None)
-    if evaluator is not None:
-        evaluator.eager = False
     poll = select.poll()
     poll.register(fd, select.POLLIN)
     try:
@@ -277,11 +293,8 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                     break
                 add(loads(buf[pos + 4:end]))
                 pos = end
-            if evaluator is not None and evaluator.stale and not poll.poll(0):
-                try:
-                    evaluator.work(IDLE_WORK)
-                except Exception as exc:   # noqa: BLE001 - as a failure in add
-                    raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+            if sink.pending() and not poll.poll(0):
+                sink.work()
                 continue
             chunk = os.read(fd, READ_SIZE)
             if not chunk:

@@ -20,7 +20,7 @@ from dotaudit.rules.compiler import _PLACEHOLDER, format_value, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
-from dotaudit.spill import RecordStore, Spool, dumps, loads
+from dotaudit.spill import RecordStore, Spool, dumps
 
 MAX_EVIDENCE_VALUES = 20
 
@@ -464,8 +464,11 @@ class _GroupTotals:
         self.count, self.sums, self.ids, self.first_ts, self.last_ts = count, sums, ids, first_ts, last_ts
 
 
-def _sample_draft(rule: Rule, sample: list, get: Callable) -> dict:
-    """The draft of an aggregate's sample (spool references), made at the end."""
+def _group_draft(rule: Rule, draft: Optional[tuple], sample: list, get: Callable) -> dict:
+    """An aggregate's draft: the one stored at ``draft``, else made from its ``sample`` (spool
+    references of its first flows)."""
+    if draft is not None:
+        return get(draft)
     return draft_finding(rule, [get(ref) for ref in sample], single=len(sample) == 1)
 
 
@@ -521,17 +524,11 @@ class Evaluator:
         again if more flows come; else it stands at the end)."""
         rule = self.by_name[key[0]]
         spool = self.spool
-        if group.count == 1:
-            draft = draft_finding(rule, [spool.get(group.sample[0])])
-        elif group.draft is None:
-            draft = draft_finding(rule, [spool.get(ref) for ref in group.sample], single=False)
+        draft = _group_draft(rule, group.draft, group.sample, spool.get)
+        if group.count > 1 and group.draft is None:
             group.draft = spool.put(draft)
             if not finish:
                 return
-        elif finish:
-            draft = spool.get(group.draft)
-        else:
-            return
         built = finish_dict(rule, draft, group.totals(self.specs[key[0]]))
         group.built = sort_key(built) + spool.put(built)
 
@@ -580,8 +577,7 @@ class Evaluator:
             name = key[0]
             rule = self.by_name[name]
             totals = group.totals(self.specs[name])
-            draft = get(group.draft) if group.draft is not None else _sample_draft(rule, group.sample, get)
-            findings.add(finish_dict(rule, draft, totals))
+            findings.add(finish_dict(rule, _group_draft(rule, group.draft, group.sample, get), totals))
         self.groups = {}
         self.stale = {}
         return findings
@@ -593,8 +589,7 @@ class Evaluator:
         for ref in batches:
             for name, draft, sample, totals in pickle.loads(spool.raw(ref)):
                 rule = self.by_name[name]
-                draft = get(draft) if draft is not None else _sample_draft(rule, sample, get)
-                out.add(finish_dict(rule, draft, totals))
+                out.add(finish_dict(rule, _group_draft(rule, draft, sample, get), totals))
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

@@ -6,6 +6,7 @@ directories add rules; a name (or UUID) that clashes with another rule is an err
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -210,28 +211,24 @@ def cache_dir() -> Optional[Path]:
     return Path(base) / "dotaudit"
 
 
+@functools.cache
 def _code_digest() -> bytes:
-    global _CODE_DIGEST
-    if _CODE_DIGEST is None:
-        import sigma
-        from importlib.metadata import PackageNotFoundError, version
+    """What the cache's validity depends on besides the rule files: this code and pySigma."""
+    import sigma
+    from importlib.metadata import PackageNotFoundError, version
 
-        h = hashlib.sha256(f"{CACHE_FORMAT}:{sys.version}".encode())
+    h = hashlib.sha256(f"{CACHE_FORMAT}:{sys.version}".encode())
+    try:
+        h.update(version("pysigma").encode())
+    except PackageNotFoundError:
+        h.update(str(getattr(sigma, "__file__", "")).encode())
+    here = Path(__file__).resolve().parent
+    for name in ("loader.py", "compiler.py", "model.py"):
         try:
-            h.update(version("pysigma").encode())
-        except PackageNotFoundError:
-            h.update(str(getattr(sigma, "__file__", "")).encode())
-        here = Path(__file__).resolve().parent
-        for name in ("loader.py", "compiler.py", "model.py"):
-            try:
-                h.update((here / name).read_bytes())
-            except OSError:
-                h.update(name.encode())
-        _CODE_DIGEST = h.digest()
-    return _CODE_DIGEST
-
-
-_CODE_DIGEST: Optional[bytes] = None
+            h.update((here / name).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.digest()
 
 
 def _cache_file(files: list[Path], texts: list[str]) -> Optional[Path]:
