@@ -30,7 +30,11 @@ def _load(rule_dirs: Sequence[str], disabled: Sequence[str] = ()) -> list[Rule]:
 
 @click.group("rules")
 def rules_group() -> None:
-    """List, show, lint and test the Sigma rule pack."""
+    """List, show, lint and test the Sigma rule pack.
+
+    What YAML and pySigma make of a rule directory is cached in ~/.cache/dotaudit
+    ($XDG_CACHE_HOME/dotaudit, or $DOTAUDIT_CACHE_DIR); DOTAUDIT_NO_CACHE=1 turns the cache
+    off. `rules lint` always parses every file."""
 
 
 @rules_group.command("list")
