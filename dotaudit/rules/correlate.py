@@ -303,6 +303,22 @@ def _policy_facts(flow: dict, policy: Policy, memo: Optional[dict] = None) -> di
     return facts
 
 
+_BLANK_CORRELATIONS: dict[str, Any] = {
+    "fallback_after_dot_failure": False,
+    "fallback_dot_flow_id": None,
+    "fallback_delay_s": None,
+    "full_handshakes_to_server": None,
+    "resumed_handshakes_to_server": None,
+    "queries_per_connection": None,
+    "single_query_connections_to_server": None,
+    "padding_inferred": None,
+    "padding_inferred_responses": None,
+    "multicast_nonlocal_qnames": None,
+    "multicast_nonlocal_count": None,
+}
+"""A flow's ``correlations`` before anything is known (annotate_local copies it)."""
+
+
 class Correlator:
     """Two passes over the flows, so that they can be streamed from disk.
 
@@ -320,6 +336,8 @@ class Correlator:
         self._sorted = False
 
     def observe(self, flow: dict) -> None:
+        if not is_dot_attempt(flow):   # what is counted here is about DoT attempts only
+            return
         client, server = _ip(flow.get("client")), _ip(flow.get("server"))
         pair = (client, server, _get(flow, "server", "port"))
         if is_failed_dot(flow):
@@ -342,19 +360,7 @@ class Correlator:
         """The facts that depend on this flow and the policy only; the cross-flow ones
         (CROSS_FACTS) get the values they have when no other flow matters."""
         tls = flow.get("tls") if isinstance(flow.get("tls"), dict) else None
-        corr: dict[str, Any] = {
-            "fallback_after_dot_failure": False,
-            "fallback_dot_flow_id": None,
-            "fallback_delay_s": None,
-            "full_handshakes_to_server": None,
-            "resumed_handshakes_to_server": None,
-            "queries_per_connection": None,
-            "single_query_connections_to_server": None,
-            "padding_inferred": None,
-            "padding_inferred_responses": None,
-            "multicast_nonlocal_qnames": None,
-            "multicast_nonlocal_count": None,
-        }
+        corr: dict[str, Any] = _BLANK_CORRELATIONS.copy()
         cls = flow.get("class")
         queries = _get(flow, "dns", "queries")
         if is_dot_attempt(flow):
