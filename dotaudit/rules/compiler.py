@@ -4,7 +4,9 @@ pySigma parses the YAML, applies the modifiers and resolves the condition (``1 o
 ``all of them``) into a tree of ``ConditionAND``/``ConditionOR``/``ConditionNOT`` over
 ``ConditionFieldEqualsValueExpression`` leaves. This module turns that tree into nested closures:
 dotted-path getters built at compile time, value tests specialised per type. Nothing in the
-returned predicate looks at YAML or pySigma objects again.
+returned predicate looks at YAML or pySigma objects again.  ``MatcherSource`` turns the trees of
+several rules into the source of one function with the same value tests (the engine generates
+one per flow class).
 
 Matching semantics (see docs/rules.md):
 
@@ -25,6 +27,7 @@ import ipaddress
 import operator
 import re
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
 from sigma.conditions import (
@@ -256,6 +259,27 @@ def _scalar_test(value: Any) -> Callable[[Any], bool]:
     raise CompileError(f"unsupported value {type(value).__name__} ({value!r})")
 
 
+def _any_test(v: list, test: Callable[[Any], bool]) -> bool:
+    for e in v:
+        if test(e):
+            return True
+    return False
+
+
+def _any_tests(v: Any, tests: tuple) -> bool:
+    if v is None:
+        return False
+    for e in (v if v.__class__ is list else (v,)):
+        for test in tests:
+            if test(e):
+                return True
+    return False
+
+
+def _has(v: list, want: bool) -> bool:
+    return any(e is want for e in v)
+
+
 def _field_predicate(field: str, tests: list[Callable[[Any], bool]]) -> Predicate:
     get = make_getter(field)
     if len(tests) == 1:
@@ -272,17 +296,8 @@ def _field_predicate(field: str, tests: list[Callable[[Any], bool]]) -> Predicat
 
         return match
 
-    def match_any(d: dict) -> bool:
-        v = get(d)
-        if v is None:
-            return False
-        for e in (v if v.__class__ is list else (v,)):
-            for test in tests:
-                if test(e):
-                    return True
-        return False
-
-    return match_any
+    tests_t = tuple(tests)
+    return lambda d: _any_tests(get(d), tests_t)
 
 
 def _bool_predicate(get: Getter, want: bool) -> Predicate:
@@ -391,9 +406,10 @@ def _set_test(strings: list[str]) -> Callable[[Any], bool]:
     return member
 
 
-def _compile_or(args: Iterable[Any]) -> list[Predicate]:
-    """Leaves on one field under an OR share one getter; plain strings become one set lookup,
-    several ``contains`` needles one scan."""
+def _or_groups(args: Iterable[Any]) -> list[tuple]:
+    """How an OR's arguments are evaluated: ("leaf", node) alone, ("tests", field, tests) for
+    several leaves on one field (plain strings become one set lookup, several ``contains``
+    needles one scan), ("node", node) for the rest."""
     by_field: dict[str, list[Any]] = {}
     rest: list[Any] = []
     for a in args:
@@ -401,10 +417,10 @@ def _compile_or(args: Iterable[Any]) -> list[Predicate]:
             by_field.setdefault(a.field, []).append(a)
         else:
             rest.append(a)
-    preds: list[Predicate] = []
+    groups: list[tuple] = []
     for field, leaves in by_field.items():
         if len(leaves) == 1:
-            preds.append(_leaf(leaves[0]))
+            groups.append(("leaf", leaves[0]))
             continue
         strings = [s for s in (_plain_string(a) for a in leaves) if s is not None]
         others = [a for a in leaves if _plain_string(a) is None]
@@ -434,9 +450,135 @@ def _compile_or(args: Iterable[Any]) -> list[Predicate]:
                 return False
 
             tests.append(contains_any)
-        preds.append(_field_predicate(field, tests))
-    preds.extend(compile_condition(a) for a in rest)
+        groups.append(("tests", field, tests))
+    groups.extend(("node", a) for a in rest)
+    return groups
+
+
+def _compile_or(args: Iterable[Any]) -> list[Predicate]:
+    preds: list[Predicate] = []
+    for group in _or_groups(args):
+        if group[0] == "leaf":
+            preds.append(_leaf(group[1]))
+        elif group[0] == "tests":
+            preds.append(_field_predicate(group[1], group[2]))
+        else:
+            preds.append(compile_condition(group[1]))
     return preds
+
+
+# -- generated matchers -----------------------------------------------------------------------
+
+
+class MatcherSource:
+    """Python source for several conditions over one flow ``d``, evaluated in one generated
+    function: each field the conditions read is looked up once (the lines of ``fetch``), each
+    condition is one expression (``condition``).  The closures of ``compile_condition`` call
+    a function per node; a generated matcher of a class's rules does the same tests in a
+    fraction of the time.  ``env`` holds the tests and constants the source names."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, Any] = {"_walk": _walk, "_any_test": _any_test, "_any_tests": _any_tests,
+                                    "_has": _has}
+        self.fetch: list[str] = []
+        self.fields: dict[str, str] = {}
+        self.firsts: dict[str, str] = {}
+
+    def const(self, obj: Any) -> str:
+        name = f"c{len(self.env)}"
+        self.env[name] = obj
+        return name
+
+    def field(self, path: str) -> str:
+        var = self.fields.get(path)
+        if var is not None:
+            return var
+        var = self.fields[path] = f"v{len(self.fields)}"
+        make_getter(path)   # the same errors as the closures
+        parts = path.split(".")
+        if len(parts) > 3 or any(p.isdigit() for p in parts):
+            self.fetch.append(f"{var} = {self.const(make_getter(path))}(d)")
+            return var
+        if len(parts) == 1:
+            self.fetch.append(f"{var} = d.get({parts[0]!r})")
+            return var
+        first = self.firsts.get(parts[0])
+        if first is None:
+            first = self.firsts[parts[0]] = f"f{len(self.firsts)}"
+            self.fetch.append(f"{first} = d.get({parts[0]!r})")
+        consts = self.const(tuple(parts))
+        if len(parts) == 2:
+            self.fetch.append(f"{var} = {first}.get({parts[1]!r}) if {first}.__class__ is dict else "
+                              f"(_walk({first}, {consts}, 1) if {first}.__class__ is list else None)")
+        else:
+            self.fetch += [f"if {first}.__class__ is dict:",
+                           f"    w = {first}.get({parts[1]!r})",
+                           f"    {var} = w.get({parts[2]!r}) if w.__class__ is dict else "
+                           f"(_walk(w, {consts}, 2) if w.__class__ is list else None)",
+                           f"else:",
+                           f"    {var} = _walk({first}, {consts}, 1) if {first}.__class__ is list else None"]
+        return var
+
+    def _tests(self, field: str, tests: list) -> str:
+        v = self.field(field)
+        if len(tests) == 1:
+            t = self.const(tests[0])
+            return f"(_any_test({v}, {t}) if {v}.__class__ is list else ({v} is not None and {t}({v})))"
+        return f"_any_tests({v}, {self.const(tuple(tests))})"
+
+    def _leaf(self, node: ConditionFieldEqualsValueExpression) -> str:
+        field, value = node.field, node.value
+        if field is None:
+            raise CompileError("keyword (field-less) detections are not supported")
+        if isinstance(value, SigmaNull):
+            return f"({self.field(field)} is None)"
+        if isinstance(value, SigmaExists):
+            return f"({self.field(field)} is {'not ' if value.exists else ''}None)"
+        if isinstance(value, SigmaBool):
+            v, want = self.field(field), bool(value.boolean)
+            return f"({v} is {want} or ({v}.__class__ is list and _has({v}, {want})))"
+        return self._tests(field, [_scalar_test(value)])
+
+    def condition(self, node: Any, implied: Optional[frozenset[str]] = None) -> str:
+        """The expression of ``compile_condition(node, implied)``."""
+        if isinstance(node, ConditionFieldEqualsValueExpression):
+            return self._leaf(node)
+        if isinstance(node, ConditionValueExpression):
+            raise CompileError("keyword (field-less) detections are not supported")
+        if isinstance(node, ConditionNOT):
+            return f"(not {self.condition(node.args[0])})"
+        if isinstance(node, ConditionAND):
+            args = list(node.args)
+            if implied is not None:
+                args = [a for a in args if not (_pure_class_test(a) and implied <= (required_classes(a) or frozenset()))]
+            if not args:
+                return "True"
+            return "(" + " and ".join(self.condition(a, implied) for a in args) + ")"
+        if isinstance(node, ConditionOR):
+            parts = []
+            for group in _or_groups(node.args):
+                if group[0] == "leaf":
+                    parts.append(self._leaf(group[1]))
+                elif group[0] == "tests":
+                    parts.append(self._tests(group[1], group[2]))
+                else:
+                    parts.append(self.condition(group[1]))
+            return "(" + " or ".join(parts) + ")"
+        raise CompileError(f"unsupported condition element {type(node).__name__}")
+
+    def indexed(self, tree: Any, classes: Optional[frozenset[str]]) -> str:
+        """The expression of a rule's ``match_indexed`` (``compile_tree``)."""
+        if classes is None:
+            return self.condition(tree)
+        if _pure_class_test(tree):
+            return "True"
+        return self.condition(tree, classes)
+
+    def function(self, name: str, body: list[str]) -> Callable:
+        """Compile ``def name(d)``: the fetch lines, then ``body``."""
+        src = f"def {name}(d):\n" + "".join(f"    {line}\n" for line in self.fetch + body)
+        exec(compile(src, f"<dotaudit matcher {name}>", "exec"), self.env)
+        return self.env[name]
 
 
 # -- class prefilter --------------------------------------------------------------------------
@@ -473,12 +615,18 @@ def compile_conditions(parsed: list[Any]) -> tuple[Predicate, Optional[frozenset
     return compile_trees([c.parse() for c in parsed])
 
 
+def combine_trees(trees: list[Any]) -> Any:
+    """One tree for a rule's parsed conditions (several are OR-ed)."""
+    return trees[0] if len(trees) == 1 else ConditionOR(args=trees)
+
+
 def compile_trees(trees: list[Any]) -> tuple[Predicate, Optional[frozenset[str]], Predicate]:
     """``compile_conditions`` of the parsed conditions (``SigmaCondition.parse()``)."""
-    if len(trees) == 1:
-        tree = trees[0]
-    else:
-        tree = ConditionOR(args=trees)
+    return compile_tree(combine_trees(trees))
+
+
+def compile_tree(tree: Any) -> tuple[Predicate, Optional[frozenset[str]], Predicate]:
+    """``compile_trees`` of the tree ``combine_trees`` made."""
     classes = required_classes(tree)
     full = compile_condition(tree)
     if classes is None:
@@ -494,6 +642,11 @@ _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
 def format_value(value: Any, limit: int = 10) -> str:
+    cls = value.__class__
+    if cls is str:
+        return value
+    if cls is int:
+        return str(value)
     if value is None:
         return "none"
     if value is True:
@@ -503,11 +656,11 @@ def format_value(value: Any, limit: int = 10) -> str:
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [format_value(v) for v in value]
-        if not items:
+        if not value:
             return "none"
-        more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-        return ", ".join(items[:limit]) + more
+        n = len(value)
+        items = [format_value(v) for v in islice(value, limit)]
+        return ", ".join(items) + (f" (+{n - limit} more)" if n > limit else "")
     if isinstance(value, dict):
         return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
     return str(value)

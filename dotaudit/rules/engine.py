@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import pickle
 import re
+from hashlib import sha1
 from sys import intern as _intern
 from collections import defaultdict
 from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
 from dotaudit.findings import MAX_FLOW_IDS, MAX_FRAMES, Finding, Severity, finding_id, sort_key
-from dotaudit.rules.compiler import _PLACEHOLDER, format_value, make_getter
+from dotaudit.rules.compiler import _PLACEHOLDER, CompileError, MatcherSource, _walk, format_value, make_getter
 from dotaudit.rules.correlate import correlate
 from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
@@ -26,14 +27,18 @@ MAX_EVIDENCE_VALUES = 20
 
 
 class RuleIndex:
-    """Rules grouped once by the flow classes they can match."""
+    """Rules grouped once by the flow classes they can match; per class, one generated
+    function that evaluates them all (made when a flow of the class first comes)."""
 
-    __slots__ = ("by_class", "any_class", "capture")
+    __slots__ = ("by_class", "any_class", "capture", "matchers", "seen", "closures")
 
     def __init__(self, rules: Iterable[Rule]):
         self.by_class: dict[str, list[Rule]] = defaultdict(list)
         self.any_class: list[Rule] = []
         self.capture: list[Rule] = []
+        self.matchers: dict[Any, Callable[[dict], list[Rule]]] = {}   # generated, per class
+        self.seen: dict[Any, int] = {}                                  # flows per class until then
+        self.closures: dict[Any, Callable[[dict], list[Rule]]] = {}
         flow_rules = []
         for rule in rules:
             if rule.category == "capture":
@@ -48,14 +53,68 @@ class RuleIndex:
                     self.by_class[cls].append(rule)
 
 
+    def matcher(self, cls: Any) -> Callable[[dict], list[Rule]]:
+        """The function returning the rules that fire on a flow of class ``cls``: those of the
+        class (without their class test), then those of any class, in index order.  The rules'
+        closures for the first GENERATE_AFTER flows of a class, then one generated function."""
+        key = cls if cls.__class__ is str and cls in self.by_class else None
+        found = self.matchers.get(key)
+        if found is not None:
+            return found
+        class_rules = self.by_class.get(key, ()) if key is not None else ()
+        seen = self.seen[key] = self.seen.get(key, 0) + 1
+        if seen >= GENERATE_AFTER:
+            found = self.matchers[key] = _generate(class_rules, self.any_class)
+            return found
+        found = self.closures.get(key)
+        if found is None:
+            found = self.closures[key] = _closures(class_rules, self.any_class)
+        return found
+
+
+GENERATE_AFTER = 1000
+"""Flows of a class matched with the rules' closures before its matcher is generated: making
+it (Python's compile) costs about as much as it saves on a thousand flows."""
+
+
+def _closures(class_rules: Iterable[Rule], any_rules: Iterable[Rule]) -> Callable[[dict], list[Rule]]:
+    class_rules, any_rules = tuple(class_rules), tuple(any_rules)
+
+    def match(flow: dict) -> list[Rule]:
+        hits = [r for r in class_rules if r.match_indexed(flow)]
+        for r in any_rules:
+            if r.match(flow):
+                hits.append(r)
+        return hits
+
+    return match
+
+
+def _generate(class_rules: Iterable[Rule], any_rules: Iterable[Rule]) -> Callable[[dict], list[Rule]]:
+    src = MatcherSource()
+    body = ["hits = []"]
+    for rules, indexed in ((class_rules, True), (any_rules, False)):
+        for rule in rules:
+            expr = None
+            if rule.condition is not None:
+                try:
+                    expr = src.indexed(rule.condition, rule.classes) if indexed else src.condition(rule.condition)
+                except CompileError:
+                    expr = None
+            if expr is None:   # a rule made without its tree: its closure
+                expr = f"{src.const(rule.match_indexed if indexed else rule.match)}(d)"
+            body += [f"if {expr}:", f"    hits.append({src.const(rule)})"]
+    body.append("return hits")
+    return src.function("match", body)
+
+
 def match_flow(flow: dict, index: RuleIndex) -> list[Rule]:
-    """The rules that fire on one flow (the hot path: a dict lookup and closures)."""
+    """The rules that fire on one flow (the hot path: one generated function per class)."""
     cls = flow.get("class")
-    hits = [r for r in index.by_class.get(cls, ()) if r.match_indexed(flow)]
-    for r in index.any_class:
-        if r.match(flow):
-            hits.append(r)
-    return hits
+    found = index.matchers.get(cls) if cls.__class__ is str else None
+    if found is None:
+        found = index.matcher(cls)
+    return found(flow)
 
 
 # -- capture record ---------------------------------------------------------------------------
@@ -326,6 +385,91 @@ def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None)
     return out
 
 
+_SINGLE: dict = {}
+
+
+def _single_plan(rule: Rule) -> tuple:
+    """What ``finish_single`` needs of ``rule``, made once."""
+    plan = _SINGLE.get(rule)
+    if plan is None:
+        first_literal, steps = _plan(rule)
+        plan = _SINGLE[rule] = (first_literal, steps, rule.evidence_getters, rule.extras.evidence.expected,
+                                rule.related_getter, rule.name, rule.title, Severity(rule.severity).value,
+                                rule.observability, rule.references, rule.remediation)
+    return plan
+
+
+def _side(flow: dict, side: str) -> Optional[dict]:
+    v = flow.get(side)
+    return {"ip": v.get("ip"), "port": v.get("port")} if v.__class__ is dict else None
+
+
+def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
+    """``finish_dict(rule, draft_finding(rule, [flow], single=True), group)`` for an aggregate
+    of one flow (most are), made in one step: the common case of building a finding."""
+    (first_literal, steps, evidence_getters, expected, related, name, title, severity, observability,
+     references, remediation) = _single_plan(rule)
+    evidence = {field: get(flow) for field, get in evidence_getters}
+    evidence["expected"] = expected
+    parts = [first_literal]
+    for kind, key, get, literal in steps:
+        if kind == 2:
+            parts.append(format_value(get(flow)))
+        elif kind == 0:
+            parts.append(format_value(group.count))
+        elif key in group.sums:
+            parts.append(format_value(group.sums[key]))
+        else:
+            v = get(flow)
+            parts.append(format_value(0 + v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0))
+        parts.append(literal)
+    ids = set(group.ids)
+    fid = flow.get("id")
+    if isinstance(fid, int):
+        ids.add(fid)
+    if related is not None:
+        rel = related(flow)
+        for r in rel if isinstance(rel, list) else [rel]:
+            if isinstance(r, int):
+                ids.add(r)
+    flow_ids = sorted(ids)
+    first_ts, last_ts = flow.get("first_ts"), flow.get("last_ts")
+    if not isinstance(first_ts, (int, float)):
+        first_ts = None
+    if not isinstance(last_ts, (int, float)):
+        last_ts = None
+    if group.first_ts is not None and (first_ts is None or group.first_ts < first_ts):
+        first_ts = group.first_ts
+    if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
+        last_ts = group.last_ts
+    out = {
+        "id": _id(name, flow_ids),
+        "rule_id": name,
+        "title": title,
+        "severity": severity,
+        "observability": observability,
+        "flow_ids": flow_ids[:MAX_FLOW_IDS],
+        "client": _side(flow, "client"),
+        "server": _side(flow, "server"),
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "frames": sorted(set(_frames(flow)))[:MAX_FRAMES],
+        "message": "".join(parts),
+        "evidence": evidence,
+        "references": list(references),
+        "remediation": remediation,
+        "count": group.count,
+    }
+    if len(flow_ids) > MAX_FLOW_IDS:
+        out["flow_ids_total"] = len(flow_ids)
+    return out
+
+
+def _id(name: str, sorted_ids: list) -> str:
+    """``finding_id`` of ids already sorted."""
+    return sha1((name + ":" + ",".join(map(str, sorted_ids))).encode()).hexdigest()[:16]
+
+
 def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
                   group: "Optional[_GroupTotals]" = None) -> Finding:
     """One finding for ``rule`` over one or more flows (several when aggregated per pair).
@@ -368,39 +512,92 @@ def rule_paths(rule: Rule) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
-def projector(paths: tuple[str, ...]):
-    """The (path parts, getter) pairs ``project`` walks, built once per rule."""
-    return tuple((tuple(p.split(".")), make_getter(p)) for p in paths)
+def projector(paths: tuple[str, ...]) -> Callable[[dict, Optional[int]], dict]:
+    """``project`` for ``paths``, prepared once per rule: a path under another one is dropped
+    (it is in that one's value), and the paths under one first-level key share its lookup."""
+    given = set(paths)
+    kept = [parts for parts in (tuple(p.split(".")) for p in paths)
+            if not any(".".join(parts[:n]) in given for n in range(1, len(parts)))]
+    singles = tuple(parts[0] for parts in kept if len(parts) == 1)
+    nested: dict[str, list] = {}
+    other = []
+    for parts in kept:
+        if len(parts) == 1:
+            continue
+        if len(parts) <= 3 and not any(p.isdigit() for p in parts):
+            nested.setdefault(parts[0], []).append((parts[1], parts[2] if len(parts) == 3 else None, parts))
+        else:
+            other.append((parts, make_getter(".".join(parts))))
+    nested_t = tuple((first, tuple(subs)) for first, subs in nested.items())
+    other_t = tuple(other)
+
+    def project(flow: dict, limit: Optional[int]) -> dict:
+        out: dict = {}
+        for key in singles:
+            v = flow.get(key)
+            if v is not None:
+                if limit is not None and isinstance(v, list) and len(v) > limit:
+                    v = v[:limit]
+                out[key] = v
+        for first, subs in nested_t:
+            f = flow.get(first)
+            cls = f.__class__
+            if cls is not dict and cls is not list:
+                continue
+            node = None
+            for b, c, parts in subs:
+                if cls is dict:
+                    v = f.get(b)
+                    if c is not None:
+                        vc = v.__class__
+                        v = v.get(c) if vc is dict else (_walk(v, parts, 2) if vc is list else None)
+                else:
+                    v = _walk(f, parts, 1)
+                if v is None:
+                    continue
+                if limit is not None and isinstance(v, list) and len(v) > limit:
+                    v = v[:limit]
+                if node is None:
+                    node = out.setdefault(first, {})
+                if c is None:
+                    node[b] = v
+                else:
+                    inner = node.setdefault(b, {})
+                    if isinstance(inner, dict):
+                        inner[c] = v
+        for parts, get in other_t:
+            v = get(flow)
+            if v is None:
+                continue
+            if limit is not None and isinstance(v, list) and len(v) > limit:
+                v = v[:limit]
+            node = out
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[parts[-1]] = v
+        return out
+
+    return project
 
 
 def project(flow: dict, paths, limit: Optional[int] = MAX_PROJECTED_LIST) -> dict:
-    """A small copy of ``flow`` with only ``paths`` (lists cut at ``limit`` items): what a
-    finding needs."""
-    out: dict = {}
-    for parts, get in paths:
-        value = get(flow)
-        if value is None:
-            continue
-        if limit is not None and isinstance(value, list) and len(value) > limit:
-            value = value[:limit]
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            node[parts[-1]] = value
-    return out
+    """A small copy of ``flow`` with only the ``projector``'s paths (lists cut at ``limit``
+    items): what a finding needs."""
+    return paths(flow, limit)
 
 
 class _Group:
     """An aggregated (per client-server pair) finding in the making: a few counters and ids in
     memory, its sample flows (projected) in the evaluator's spool file."""
 
-    __slots__ = ("sample", "count", "sums", "ids", "first_ts", "last_ts", "built", "draft")
+    __slots__ = ("sample", "count", "sums", "ids", "first_ts", "last_ts", "built", "draft", "fresh")
 
     def __init__(self, nsums: int):
         self.sample: list = []   # (offset, length) of projected flows in the spool
+        self.fresh: Optional[dict] = None   # the first flow's projection, until it is written there
         self.count = 0
         self.built: Optional[tuple] = None   # sort key + spool reference of the finding, while count is 1
         self.draft: Optional[tuple] = None   # spool reference of the sample's draft_finding, from count 2
@@ -409,13 +606,20 @@ class _Group:
         self.first_ts: Optional[float] = None
         self.last_ts: Optional[float] = None
 
-    def add(self, flow: dict, spec: "_GroupSpec") -> Optional[bytes]:
-        """Count ``flow`` in; returns its projection (JSON) when it joins the sample."""
+    def add(self, flow: dict, spec: "_GroupSpec", keep: bool = False) -> Optional[bool]:
+        """Count ``flow`` in; True when it joins the sample.  ``keep``: a first flow's projection
+        stays in memory (``fresh``) until the finding is made (``settle``): ``flow`` is a JSON
+        value already, so the projection equals what the spool would give back."""
         self.count += 1
         data = None
+        if self.fresh is not None:
+            self.settle(spec.spool)
         if len(self.sample) < GROUP_SAMPLE:
-            data = dumps(project(flow, spec.paths))
-            self.sample.append(spec.spool.put_raw(data))
+            data = True
+            if keep and self.count == 1:
+                self.fresh = project(flow, spec.paths)
+            else:
+                self.sample.append(spec.spool.put_raw(dumps(project(flow, spec.paths))))
         ids = self.ids
         if len(ids) < 10 * MAX_FLOW_IDS:
             fid = flow.get("id")
@@ -438,6 +642,14 @@ class _Group:
         if isinstance(lt, (int, float)) and (self.last_ts is None or lt > self.last_ts):
             self.last_ts = lt
         return data
+
+    def settle(self, spool: "Spool") -> Optional[dict]:
+        """Write the projection ``add`` kept to the spool; return it (None if there was none)."""
+        fresh = self.fresh
+        if fresh is not None:
+            self.sample.append(spool.put_raw(dumps(fresh)))
+            self.fresh = None
+        return fresh
 
     def totals(self, spec: "_GroupSpec") -> "_GroupTotals":
         return _GroupTotals(self.count, dict(zip(spec.sum_keys, self.sums or ())), self.ids, self.first_ts,
@@ -464,12 +676,23 @@ class _GroupTotals:
         self.count, self.sums, self.ids, self.first_ts, self.last_ts = count, sums, ids, first_ts, last_ts
 
 
+_ALONE = _GroupTotals(1, {}, (), None, None)
+"""The totals of a finding on one flow that is no aggregate: those of the flow."""
+
+
 def _group_draft(rule: Rule, draft: Optional[tuple], sample: list, get: Callable) -> dict:
     """An aggregate's draft: the one stored at ``draft``, else made from its ``sample`` (spool
     references of its first flows)."""
     if draft is not None:
         return get(draft)
     return draft_finding(rule, [get(ref) for ref in sample], single=len(sample) == 1)
+
+
+def _group_finding(rule: Rule, draft: Optional[tuple], sample: list, get: Callable, totals: _GroupTotals) -> dict:
+    """An aggregate's finding (``_group_draft`` finished with its ``totals``)."""
+    if totals.count == 1 and draft is None and len(sample) == 1:
+        return finish_single(rule, get(sample[0]), totals)
+    return finish_dict(rule, _group_draft(rule, draft, sample, get), totals)
 
 
 class Evaluator:
@@ -504,7 +727,7 @@ class Evaluator:
                 spec = self.specs[rule.name]
                 if group is None:
                     group = self.groups[key] = _Group(len(spec.sum_keys))
-                    group.add(flow, spec)
+                    group.add(flow, spec, not self.eager)
                 else:
                     if group.add(flow, spec) is not None:
                         group.draft = None   # the sample changed
@@ -516,7 +739,7 @@ class Evaluator:
                 else:
                     self.stale[key] = None
             else:
-                self.findings.add(build_finding(rule, [flow]).to_dict())
+                self.findings.add(finish_single(rule, flow, _ALONE))
 
     def _build(self, key: tuple, group: _Group, finish: bool) -> None:
         """A pair's finding from its first flow (most pairs see only one); with more flows, the
@@ -524,12 +747,17 @@ class Evaluator:
         again if more flows come; else it stands at the end)."""
         rule = self.by_name[key[0]]
         spool = self.spool
-        draft = _group_draft(rule, group.draft, group.sample, spool.get)
-        if group.count > 1 and group.draft is None:
-            group.draft = spool.put(draft)
-            if not finish:
-                return
-        built = finish_dict(rule, draft, group.totals(self.specs[key[0]]))
+        if group.count == 1:
+            flow = group.settle(spool)
+            built = finish_single(rule, flow if flow is not None else spool.get(group.sample[0]),
+                                  group.totals(self.specs[key[0]]))
+        else:
+            draft = _group_draft(rule, group.draft, group.sample, spool.get)
+            if group.draft is None:
+                group.draft = spool.put(draft)
+                if not finish:
+                    return
+            built = finish_dict(rule, draft, group.totals(self.specs[key[0]]))
         group.built = sort_key(built) + spool.put(built)
 
     def work(self, limit: int) -> bool:
@@ -553,6 +781,8 @@ class Evaluator:
         mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
         given = mine[int(len(mine) * (1 - fraction)):] if len(mine) >= minimum else []
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
+        for _, group in given:
+            group.settle(self.spool)
         for i in range(0, len(given), ITEMS_BATCH):
             items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))
                      for key, group in given[i:i + ITEMS_BATCH]]
@@ -577,7 +807,11 @@ class Evaluator:
             name = key[0]
             rule = self.by_name[name]
             totals = group.totals(self.specs[name])
-            findings.add(finish_dict(rule, _group_draft(rule, group.draft, group.sample, get), totals))
+            fresh = group.settle(self.spool)
+            if fresh is not None and group.count == 1:
+                findings.add(finish_single(rule, fresh, totals))
+            else:
+                findings.add(_group_finding(rule, group.draft, group.sample, get, totals))
         self.groups = {}
         self.stale = {}
         return findings
@@ -589,7 +823,7 @@ class Evaluator:
         for ref in batches:
             for name, draft, sample, totals in pickle.loads(spool.raw(ref)):
                 rule = self.by_name[name]
-                out.add(finish_dict(rule, _group_draft(rule, draft, sample, get), totals))
+                out.add(_group_finding(rule, draft, sample, get, totals))
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

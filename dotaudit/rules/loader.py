@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
-from dotaudit.rules.compiler import CompileError, compile_template, compile_trees, make_getter
+from dotaudit.rules.compiler import CompileError, combine_trees, compile_template, compile_tree, make_getter
 from dotaudit.rules.model import AREAS, CATEGORIES, LEVEL_TO_SEVERITY, Rule, RuleExtras
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -129,7 +129,8 @@ def _build(raw: dict, sigma: SigmaRule, trees: Optional[list], text: str, path: 
     try:
         if trees is None:
             trees = [c.parse() for c in sigma.detection.parsed_condition]
-        match, classes, match_indexed = compile_trees(trees)
+        condition = combine_trees(trees)
+        match, classes, match_indexed = compile_tree(condition)
         render, placeholders = compile_template(extras.message)
         for key in placeholders:
             if key != "count":
@@ -163,6 +164,7 @@ def _build(raw: dict, sigma: SigmaRule, trees: Optional[list], text: str, path: 
         render_message=render,
         evidence_getters=evidence_getters,
         related_getter=related,
+        condition=condition,
     )
     return rule, trees
 

@@ -107,6 +107,9 @@ class Rule:
     render_message: Callable[[Callable[[str], Any]], str] = field(default=None, repr=False)
     evidence_getters: tuple = field(default=(), repr=False)
     related_getter: Optional[Callable[[dict], Any]] = field(default=None, repr=False)
+    condition: Any = field(default=None, repr=False)
+    """The pySigma condition tree ``match`` was compiled from (the engine generates one matcher
+    per flow class from the trees of its rules); None for a rule made without one."""
 
     @property
     def remediation(self) -> str:

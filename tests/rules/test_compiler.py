@@ -5,6 +5,7 @@ import textwrap
 import pytest
 
 from dotaudit.rules.compiler import make_getter
+from dotaudit.rules.engine import _generate
 from dotaudit.rules.loader import RuleError, parse_rule
 from tests.factories import make_do53_flow, make_flow, make_tls12_flow
 
@@ -27,10 +28,13 @@ def rule(detection: str):
 
 
 def m(detection: str, flow: dict) -> bool:
+    """The rule's closure on ``flow``, checked against the engine's generated matchers."""
     r = rule(detection)
     full = r.match(flow)
+    assert _generate((), [r])(flow) == ([r] if full else [])
     if r.classes is not None and flow.get("class") in r.classes:
         assert r.match_indexed(flow) == full
+        assert _generate([r], ())(flow) == ([r] if full else [])
     return full
 
 

@@ -171,3 +171,166 @@ def test_finish_dict_is_the_findings_dict(gateway_flows, policy):
                 assert finish_dict(rule, draft, group) == finish_draft(rule, draft, group).to_dict()
             seen += 1
     assert seen > 500
+
+
+# -- the generated code of the hot path equals what it replaces ---------------------------------
+
+
+def _old_project(flow: dict, paths: tuple[str, ...], limit) -> dict:
+    """engine.project as it was: one getter per path, walked in order (but a path under another
+    one is skipped: it wrote into the record's own value, the same value or, for a list over
+    ``limit``, a cut copy into the record)."""
+    from dotaudit.rules.compiler import make_getter
+    out: dict = {}
+    given = set(paths)
+    for path in paths:
+        if any(path.startswith(other + ".") for other in given):
+            continue
+        value = _getter(path, make_getter)(flow)
+        if value is not None:
+            cut = limit is not None and isinstance(value, list) and len(value) > limit
+            _place(out, path.split("."), value[:limit] if cut else value)
+    return out
+
+
+def _place(node: dict, parts: list[str], value) -> None:
+    if len(parts) == 1:
+        node[parts[0]] = value
+    elif isinstance(child := node.setdefault(parts[0], {}), dict):
+        _place(child, parts[1:], value)
+
+
+_GETTERS: dict = {}
+
+
+def _getter(path, make_getter):
+    if path not in _GETTERS:
+        _GETTERS[path] = make_getter(path)
+    return _GETTERS[path]
+
+
+def _variants(flow: dict, paths, rng) -> list[dict]:
+    """``flow`` and copies where one of ``paths`` holds another kind of value."""
+    import copy
+    kinds = [None, [], ["x", None, 7], "X", 0, 3.5, True, False, {"a": 1}, [{"version": "TLS 1.0"}],
+             list(range(30))]
+    out = [flow]
+    for path in rng.sample(sorted(paths), min(12, len(paths))):
+        f = copy.deepcopy(flow)
+        node = f
+        parts = path.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = rng.choice(kinds)
+        out.append(f)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundled_flows(policy):
+    from dotaudit.rules.correlate import correlate
+    infos, collector, table = run_files([str(p) for p in BUNDLED if "public" not in p.parts],
+                                        options_from_policy(policy))
+    flows = assemble(infos, collector, table)["flows"]
+    flows = flows if isinstance(flows, list) else flows.to_list()
+    correlate(flows, policy)
+    return flows
+
+
+def test_generated_matchers_equal_the_rules_closures(bundled_flows, policy):
+    """Per flow class, the generated matcher returns the rules (and order) the rules' own
+    closures return, on every flow of the bundled captures and on variants of them whose fields
+    hold other kinds of values."""
+    import random
+
+    from dotaudit.rules.engine import RuleIndex, _closures, _generate
+    from dotaudit.rules.stream import StreamJudge
+
+    rng = random.Random(7)
+    rules = load_rules()
+    judge = StreamJudge(rules, policy)
+    paths = {path for r in rules if r.condition is not None for path in _fields(r.condition)}
+    checked = 0
+    for index in (RuleIndex(rules), judge.local_index, judge.cross_index):
+        pairs = {cls: (_generate(index.by_class[cls], index.any_class), _closures(index.by_class[cls], index.any_class))
+                 for cls in index.by_class}
+        pairs[None] = (_generate((), index.any_class), _closures((), index.any_class))
+        for flow in bundled_flows:
+            for f in _variants(flow, paths, rng):
+                for cls, (generated, closures) in pairs.items():
+                    if cls is not None and f.get("class") != cls:
+                        f = dict(f, **{"class": cls})
+                    assert generated(f) == closures(f)
+                    checked += 1
+    assert checked > 10000
+
+
+def _fields(node) -> set[str]:
+    found, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if getattr(n, "field", None):
+            found.add(n.field)
+        stack.extend(getattr(n, "args", ()) or ())
+    return found
+
+
+def test_projection_equals_one_getter_per_path(bundled_flows):
+    """engine.projector (paths grouped under their first key) gives what walking each path
+    gives, for every rule's paths and the cross-flow view, on the bundled flows and variants."""
+    import random
+
+    from dotaudit.rules.engine import projector, rule_paths
+    from dotaudit.rules.stream import view_paths
+
+    rng = random.Random(11)
+    rules = load_rules()
+    path_sets = [rule_paths(r) for r in rules]
+    path_sets.append(view_paths([r for r in rules if reads_cross_facts(r)]))
+    path_sets.append(("tls", "tls.version", "client.ip", "client", "tls.certificates.subject",
+                      "tls.certificates.0.key_bits", "a.b.c.d", "dns.qnames"))
+    every = {p for paths in path_sets for p in paths}
+    flows = [f for flow in rng.sample(bundled_flows, min(30, len(bundled_flows)))
+             for f in _variants(flow, every, rng)]
+    for paths in path_sets:
+        project = projector(paths)
+        for f in flows:
+            for limit in (20, None):
+                assert project(f, limit) == _old_project(f, paths, limit)
+
+
+def test_finding_of_one_flow_equals_the_draft_path(bundled_flows):
+    """finish_single (a finding from one flow, in one step) gives what draft_finding then
+    finish_dict give, for each rule on every flow it matches (and variants), with the totals of
+    an aggregate of that flow or none."""
+    import random
+
+    from dotaudit.rules.engine import (
+        _ALONE, _GroupSpec, _GroupTotals, build_finding, draft_finding, finish_dict, finish_single, project,
+    )
+    from dotaudit.spill import Spool
+
+    rng = random.Random(3)
+    rules = [r for r in load_rules() if r.category == "flow"]
+    spool = Spool()
+    checked = 0
+    for rule in rules:
+        spec = _GroupSpec(rule, spool)
+        paths = {f for f in rule.extras.evidence.fields}
+        for flow in bundled_flows:
+            for f in _variants(flow, paths, rng)[:3]:
+                if not rule.match(f):
+                    continue
+                assert finish_single(rule, f, _ALONE) == build_finding(rule, [f]).to_dict()
+                sample = project(f, spec.paths)
+                ids = [f["id"]] if isinstance(f.get("id"), int) else []
+                sums = {k: rng.choice([0, 1, 2.5, -0.0]) for k in spec.sum_keys}
+                totals = _GroupTotals(1, sums, ids + rng.choice([[], [10**6]]), rng.choice([None, 1.0]),
+                                      rng.choice([None, 2e9]))
+                assert finish_single(rule, sample, totals) == finish_dict(
+                    rule, draft_finding(rule, [sample], single=True), totals)
+                checked += 1
+    spool.close()
+    assert checked > 100
