@@ -753,7 +753,9 @@ class Evaluator:
                                   group.totals(self.specs[key[0]]))
         else:
             draft = _group_draft(rule, group.draft, group.sample, spool.get)
-            if group.draft is None:
+            # the draft is kept for the findings of later counts; while the sample is not full,
+            # a later flow joins it and the draft is made again
+            if group.draft is None and (not finish or len(group.sample) >= GROUP_SAMPLE):
                 group.draft = spool.put(draft)
                 if not finish:
                     return
