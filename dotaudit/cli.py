@@ -140,31 +140,37 @@ def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | Non
     return policy
 
 
-def judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows):
+def judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows, lazy=False):
     """Policy (with --trust-anchor, --at, --disable applied), rules and analysis options, as
-    ``audit`` and ``live`` take them; a bad policy or rule file exits 2 with one line."""
+    ``audit`` and ``live`` take them; a bad policy or rule file exits 2 with one line.
+    ``lazy``: when every rule directory has a parsed-rule cache (the rules are known to be
+    valid), the rules are a LazyJudge's to load (in the judge process, off the packet loop)."""
     # Everything made here lives as long as the audit (rules, modules they import): a cyclic
     # collection now would only walk it (20-30 ms of the start of an audit with rules).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows)
+        return _judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows, lazy)
     finally:
         if enabled:
             gc.enable()
 
 
-def _judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows):
-    from .pipeline import options_from_policy
-    from .rules.loader import RuleError, load_rules
+def _judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows, lazy):
+    from .pipeline import LazyJudge, options_from_policy
+    from .rules.loader import RuleError, load_rules, rules_cached
 
     pol = _load_policy(policy_file, trust_anchors, at)
     if disable:
         pol = pol.model_copy(update={"disabled_rules": list(pol.disabled_rules) + list(disable)})
     rules = None
     if not no_rules:
+        disabled = set(pol.disabled_rules)
         try:
-            rules = load_rules(rule_dirs, set(pol.disabled_rules))
+            if lazy and rules_cached(rule_dirs, disabled):
+                rules = LazyJudge(pol, rule_dirs, disabled)
+            else:
+                rules = load_rules(rule_dirs, disabled)
         except RuleError as exc:
             _die(EXIT_USAGE, str(exc))
     try:
@@ -210,15 +216,22 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
     from . import pipeline
     from .capture.pcap import CaptureError
     from .pipeline import assemble, finalize_summary, finish_rules, run_files, stderr_is_tty
+    from .rules.loader import RuleError
     from .sink import SinkError
 
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
     formats = _resolve_formats(fmts, output)
-    pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows)
+    pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows,
+                                        lazy=True)
     if progress is None:
         progress = stderr_is_tty()
-    judge = None if no_rules else pipeline.make_judge(pol, rules)
+    if no_rules:
+        judge = None
+    elif isinstance(rules, pipeline.LazyJudge):
+        judge = rules
+    else:
+        judge = pipeline.make_judge(pol, rules)
     try:
         infos, collector, table = run_files(list(captures), options, progress=progress, judge=judge)
     except CaptureError as exc:
@@ -229,6 +242,11 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
         _die(130, "interrupted")
     report = assemble(infos, collector, table)
     if judge is not None:
+        try:
+            judge = pipeline.judge_of(judge)   # made already by now, unless no flow was judged
+        except RuleError as exc:
+            _die(EXIT_USAGE, str(exc))
+        rules = judge.evaluator.rules
         if progress:
             from rich.console import Console
             with Console(stderr=True).status(f"correlating {len(report['flows'])} flows across the capture"):

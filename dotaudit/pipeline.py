@@ -90,7 +90,7 @@ def make_sink(judge=None, *, fork: bool | None = None):
     """The record sink of an offline audit: a judge process when there is a second CPU."""
     if fork is None:
         fork = _sink.can_fork()
-    return _sink.ProcessSink(judge) if fork else _sink.RecordSink(judge)
+    return _sink.ProcessSink(judge) if fork else _sink.RecordSink(judge_of(judge))
 
 
 def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False, judge=None,
@@ -302,6 +302,32 @@ def make_judge(policy=None, rules=None):
     return StreamJudge(rules, policy)
 
 
+class LazyJudge:
+    """``make_judge(policy, load_rules(rule_dirs, disabled))``, made when first asked for (``get``).
+
+    An audit whose rule directories all have a parsed-rule cache (``rules_cached``: the set is
+    valid) hands this to the judge process, which loads the rules while the first packets are
+    read; the main process loads its own copy, for the end (capture rules, the findings the
+    judge process hands over), while it waits for the judge process at the end of the capture."""
+
+    def __init__(self, policy, rule_dirs=(), disabled=()):
+        self.policy = policy
+        self.rule_dirs = tuple(rule_dirs)
+        self.disabled = frozenset(disabled)
+        self._judge = None
+
+    def get(self):
+        if self._judge is None:
+            from .rules.loader import load_rules
+            self._judge = make_judge(self.policy, load_rules(self.rule_dirs, self.disabled))
+        return self._judge
+
+
+def judge_of(judge):
+    """The StreamJudge a ``run_files`` judge is or makes (LazyJudge)."""
+    return judge.get() if isinstance(judge, LazyJudge) else judge
+
+
 def finish_rules(report: dict, judge, flow_findings=None) -> None:
     """Cross-flow facts and the rules reading them, then the findings, into ``report``.
     ``flow_findings``: the flow findings a judge process already made (Collector.flow_findings)."""
@@ -361,6 +387,6 @@ def stderr_is_tty() -> bool:
         return False
 
 
-__all__ = ["audit", "CaptureError", "run_files", "assemble", "apply_rules", "make_judge", "finish_rules",
+__all__ = ["audit", "CaptureError", "run_files", "assemble", "apply_rules", "make_judge", "LazyJudge", "finish_rules",
            "finalize_summary",
            "options_from_policy"]

@@ -194,6 +194,12 @@ class ProcessSink:
         if self.chunk:
             self._flush()
         self.queue.put(None)
+        if hasattr(self.judge, "get"):   # a LazyJudge: this process's rules, while the judge catches up
+            try:
+                self.judge = self.judge.get()
+            except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
+                self.abort()
+                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
         self.writer.join()
         os.close(self.wfd)
         if self.broken:
@@ -274,6 +280,11 @@ class ProcessSink:
 def _serve(fd: int, sock: socket.socket, judge) -> int:
     # Findings are made when no record waits (the packet loop is between bursts of finished
     # flows), so the records of a burst are judged at once and the work left at the end is small.
+    try:
+        judge = judge.get() if hasattr(judge, "get") else judge   # a LazyJudge: load the rules here
+    except Exception as exc:  # noqa: BLE001 - the parent's one-line error
+        _send(sock, {"error": f"judging failed: {type(exc).__name__}: {exc}"}, [])
+        return 1
     sink = RecordSink(judge, defer=True)
     unpack_from = _LEN.unpack_from
     loads = orjson.loads

@@ -198,7 +198,7 @@ def load_rule_file(path: str | Path) -> Rule:
 # reads them; any change is another digest.  Only a file this user owns and nobody else can
 # write is read back; a cache that cannot be read or written is skipped without a word.
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: the (name, UUID) of each rule, pickled ahead of the parsed rules
 CACHE_KEEP = 8
 
 
@@ -246,24 +246,29 @@ def _cache_file(files: list[Path], texts: list[str]) -> Optional[Path]:
     return d / f"rules-{h.hexdigest()[:40]}.pickle"
 
 
-def _cache_read(path: Path, n: int) -> Optional[list]:
+def _cache_read(path: Path, n: int, header_only: bool = False) -> Optional[list]:
+    """The parsed rules (or, ``header_only``, their (name, UUID) pairs) of a cache file made for
+    ``n`` rule files; None when there is no such file this user can trust."""
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return None
-            entries = pickle.load(fh)
+            header = pickle.load(fh)
+            entries = header if header_only else pickle.load(fh)
     except Exception:   # noqa: BLE001 - missing, unreadable or stale: parse the files
         return None
-    return entries if isinstance(entries, list) and len(entries) == n else None
+    ok = isinstance(entries, list) and len(entries) == n and isinstance(header, list) and len(header) == n
+    return entries if ok else None
 
 
-def _cache_write(path: Path, entries: list) -> None:
+def _cache_write(path: Path, entries: list, header: list) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
+            pickle.dump(header, fh, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(entries, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except Exception:   # noqa: BLE001 - a read-only home, a full disk, an odd value: no cache
@@ -303,20 +308,24 @@ def load_dir(directory: str | Path) -> list[Rule]:
         rules.append(rule)
         entries.append((raw, sigma, trees))
     if cache is not None:
-        _cache_write(cache, entries)
+        _cache_write(cache, entries, [(r.name, r.uuid) for r in rules])
     return rules
 
 
-def _check_unique(rules: Iterable[Rule]) -> None:
-    names: dict[str, Rule] = {}
-    uuids: dict[str, Rule] = {}
-    for rule in rules:
-        if rule.name in names:
-            raise RuleError(f"{rule.path}: rule name {rule.name!r} is already defined in {names[rule.name].path}")
-        if rule.uuid in uuids:
-            raise RuleError(f"{rule.path}: rule id {rule.uuid} is already used by {uuids[rule.uuid].path}")
-        names[rule.name] = rule
-        uuids[rule.uuid] = rule
+def _check_set(rules: Iterable[tuple[str, str, str]], disabled: Collection[str]) -> None:
+    """Names and UUIDs unique, every disabled name known; ``rules``: (name, UUID, path)."""
+    names: dict[str, str] = {}
+    uuids: dict[str, str] = {}
+    for name, rule_uuid, path in rules:
+        if name in names:
+            raise RuleError(f"{path}: rule name {name!r} is already defined in {names[name]}")
+        if rule_uuid in uuids:
+            raise RuleError(f"{path}: rule id {rule_uuid} is already used by {uuids[rule_uuid]}")
+        names[name] = path
+        uuids[rule_uuid] = path
+    unknown = sorted(set(disabled) - names.keys())
+    if unknown:
+        raise RuleError(f"cannot disable unknown rule {unknown[0]!r}")
 
 
 def load_rules(extra_dirs: Sequence[str] = (), disabled: Collection[str] = ()) -> list[Rule]:
@@ -327,13 +336,28 @@ def load_rules(extra_dirs: Sequence[str] = (), disabled: Collection[str] = ()) -
     rules = load_dir(builtin_rules_dir())
     for d in extra_dirs:
         rules.extend(load_dir(d))
-    _check_unique(rules)
-    known = {r.name for r in rules}
-    unknown = sorted(set(disabled) - known)
-    if unknown:
-        raise RuleError(f"cannot disable unknown rule {unknown[0]!r}")
+    _check_set(((r.name, r.uuid, r.path) for r in rules), disabled)
     off = set(disabled)
     return [r for r in rules if r.name not in off]
+
+
+def rules_cached(extra_dirs: Sequence[str] = (), disabled: Collection[str] = ()) -> bool:
+    """Will ``load_rules(extra_dirs, disabled)`` load every directory from its cache (so the
+    files are known to be valid)?  Checks what ``load_rules`` checks of the set (names,
+    UUIDs, disabled names) from the caches' headers, and raises the same RuleError; False
+    when a directory has no cache this user can trust (then only loading the rules tells).
+    An audit asks before it starts and, on True, leaves the loading to the judge process."""
+    found: list[tuple[str, str, str]] = []
+    for d in (builtin_rules_dir(), *extra_dirs):
+        files = rule_files(d)
+        texts = [_read(p) for p in files]
+        cache = _cache_file(files, texts)
+        header = _cache_read(cache, len(files), header_only=True) if cache is not None else None
+        if header is None:
+            return False
+        found += [(name, rule_uuid, str(p)) for (name, rule_uuid), p in zip(header, files)]
+    _check_set(found, disabled)
+    return True
 
 
 def lint_dirs(dirs: Sequence[str | Path], *, builtin: bool = True) -> tuple[list[Rule], list[str]]:

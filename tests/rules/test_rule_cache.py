@@ -140,3 +140,67 @@ def test_only_the_newest_caches_are_kept(cache, pack, monkeypatch):
     assert len(list(cache.glob("rules-*.pickle"))) == 3
     _no_parsing(monkeypatch)
     assert load_dir(pack)   # the newest (the files as they are now) is among them
+
+
+# -- an audit with every rule directory cached loads the rules in the judge process -------------
+
+
+def test_rules_cached_checks_the_set_from_the_headers(cache, pack, tmp_path, monkeypatch):
+    assert not loader.rules_cached([str(pack)])          # nothing cached yet: only loading tells
+    with pytest.raises(RuleError, match="already defined"):
+        load_rules([str(pack)])                           # a copy of the pack clashes; caches both
+    _no_parsing(monkeypatch)
+    with pytest.raises(RuleError, match="already defined"):
+        loader.rules_cached([str(pack)])                  # the same error, from the cache headers
+    assert loader.rules_cached()
+    with pytest.raises(RuleError, match="cannot disable unknown rule 'no-such-rule'"):
+        loader.rules_cached(disabled={"no-such-rule"})
+    assert loader.rules_cached(disabled={"dns-plaintext-query"})
+
+
+def _audit_cli(cache_env: dict, *args) -> tuple[int, str, dict]:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "r.json"
+        env = dict(os.environ, **cache_env)
+        p = subprocess.run([sys.executable, "-c", "from dotaudit.cli import main; main()", "audit", str(CAPTURE),
+                            "-o", str(out), "--fail-on", "never", "--no-progress", *args],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        report = json.loads(out.read_text()) if out.exists() else {}
+    report.pop("generated_at", None)
+    return p.returncode, p.stderr, report
+
+
+@pytest.mark.parametrize("args", [(), ("--disable", "dns-plaintext-query")], ids=["pack", "disable"])
+def test_audit_with_cached_rules_equals_one_that_parses_them(cache, args):
+    load_rules()   # warm: the audit leaves the rules to the judge process (pipeline.LazyJudge)
+    assert loader.rules_cached()
+    code, err, lazy = _audit_cli({"DOTAUDIT_CACHE_DIR": str(cache)}, *args)
+    assert code == 0, err
+    code, err, parsed = _audit_cli({"DOTAUDIT_NO_CACHE": "1"}, *args)
+    assert code == 0, err
+    assert lazy["findings"] and lazy == parsed
+
+
+def test_audit_with_cached_rules_still_rejects_an_unknown_disabled_name(cache):
+    load_rules()
+    code, err, _ = _audit_cli({"DOTAUDIT_CACHE_DIR": str(cache)}, "--disable", "no-such-rule")
+    assert code == 2 and err.strip().splitlines() == ["dotaudit: error: cannot disable unknown rule 'no-such-rule'"]
+
+
+def test_a_judge_process_that_cannot_load_the_rules_is_one_line_error(cache, monkeypatch):
+    """The cache said the rules are valid, but the judge process fails to load them (a file
+    changed in between, say): the audit stops with that one line, not a traceback."""
+    from dotaudit.pipeline import LazyJudge, options_from_policy, run_files
+    from dotaudit.rules.policy import Policy
+    from dotaudit.sink import SinkError
+
+    load_rules()
+    monkeypatch.setattr(loader, "load_rules", lambda *a, **k: (_ for _ in ()).throw(RuleError("x.yml: broken")))
+    with pytest.raises(SinkError, match="judging failed: RuleError: x.yml: broken"):
+        run_files([str(CAPTURE)], options_from_policy(Policy()), judge=LazyJudge(Policy()), fork=True)
+    with pytest.raises(RuleError):   # in this process, as it was raised
+        LazyJudge(Policy()).get()
