@@ -809,7 +809,7 @@ class Evaluator:
             name = key[0]
             rule = self.by_name[name]
             totals = group.totals(self.specs[name])
-            fresh = group.settle(self.spool)
+            fresh = group.fresh   # no flow can join now: the projection need not be written
             if fresh is not None and group.count == 1:
                 findings.add(finish_single(rule, fresh, totals))
             else:
