@@ -60,7 +60,7 @@ def severities(findings) -> Iterator[str]:
 
 def finding_id(rule_id: str, flow_ids: Iterable[int]) -> str:
     """Stable id: sha1 of ``rule_id`` and the sorted flow ids, first 16 hex digits."""
-    key = rule_id + ":" + ",".join(str(i) for i in sorted(flow_ids))
+    key = rule_id + ":" + ",".join(map(str, sorted(flow_ids)))
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 

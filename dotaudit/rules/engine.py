@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import re
-from hashlib import sha1
 from sys import intern as _intern
 from collections import defaultdict
 from itertools import islice
@@ -51,7 +50,6 @@ class RuleIndex:
             for cls in rule.classes:
                 if rule not in self.by_class[cls]:
                     self.by_class[cls].append(rule)
-
 
     def matcher(self, cls: Any) -> Callable[[dict], list[Rule]]:
         """The function returning the rules that fire on a flow of class ``cls``: those of the
@@ -326,13 +324,19 @@ def _totals(draft: dict, group: "Optional[_GroupTotals]") -> tuple[str, list, in
     first_ts, last_ts = draft["first_ts"], draft["last_ts"]
     if group is not None:
         flow_ids = sorted(set(flow_ids) | set(group.ids))
-        if group.first_ts is not None and (first_ts is None or group.first_ts < first_ts):
-            first_ts = group.first_ts
-        if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
-            last_ts = group.last_ts
+        first_ts, last_ts = _span(first_ts, last_ts, group)
     else:
         flow_ids = list(flow_ids)
     return "".join(parts), flow_ids, count, first_ts, last_ts
+
+
+def _span(first_ts: Any, last_ts: Any, group: "_GroupTotals") -> tuple[Any, Any]:
+    """(first_ts, last_ts) widened to the aggregate's time span."""
+    if group.first_ts is not None and (first_ts is None or group.first_ts < first_ts):
+        first_ts = group.first_ts
+    if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
+        last_ts = group.last_ts
+    return first_ts, last_ts
 
 
 def finish_draft(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None) -> Finding:
@@ -362,6 +366,13 @@ def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None)
     """``finish_draft(rule, draft, group).to_dict()``, made directly (the judge process makes
     one per aggregate, sometimes more)."""
     message, flow_ids, count, first_ts, last_ts = _totals(draft, group)
+    return _finding_dict(rule, message, flow_ids, count, draft["client"], draft["server"], first_ts, last_ts,
+                         draft["frames"], draft["evidence"])
+
+
+def _finding_dict(rule: Rule, message: str, flow_ids: list, count: int, client: Any, server: Any, first_ts: Any,
+                  last_ts: Any, frames: Iterable[int], evidence: dict) -> dict:
+    """A finding as ``Finding.to_dict`` gives it; ``flow_ids`` sorted."""
     out = {
         "id": finding_id(rule.name, flow_ids),
         "rule_id": rule.name,
@@ -369,13 +380,13 @@ def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None)
         "severity": Severity(rule.severity).value,
         "observability": rule.observability,
         "flow_ids": flow_ids[:MAX_FLOW_IDS],
-        "client": draft["client"],
-        "server": draft["server"],
+        "client": client,
+        "server": server,
         "first_ts": first_ts,
         "last_ts": last_ts,
-        "frames": list(draft["frames"])[:MAX_FRAMES],
+        "frames": list(frames)[:MAX_FRAMES],
         "message": message,
-        "evidence": draft["evidence"],
+        "evidence": evidence,
         "references": list(rule.references),
         "remediation": rule.remediation,
         "count": count,
@@ -385,32 +396,12 @@ def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None)
     return out
 
 
-_SINGLE: dict = {}
-
-
-def _single_plan(rule: Rule) -> tuple:
-    """What ``finish_single`` needs of ``rule``, made once."""
-    plan = _SINGLE.get(rule)
-    if plan is None:
-        first_literal, steps = _plan(rule)
-        plan = _SINGLE[rule] = (first_literal, steps, rule.evidence_getters, rule.extras.evidence.expected,
-                                rule.related_getter, rule.name, rule.title, Severity(rule.severity).value,
-                                rule.observability, rule.references, rule.remediation)
-    return plan
-
-
-def _side(flow: dict, side: str) -> Optional[dict]:
-    v = flow.get(side)
-    return {"ip": v.get("ip"), "port": v.get("port")} if v.__class__ is dict else None
-
-
 def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
     """``finish_dict(rule, draft_finding(rule, [flow], single=True), group)`` for an aggregate
     of one flow (most are), made in one step: the common case of building a finding."""
-    (first_literal, steps, evidence_getters, expected, related, name, title, severity, observability,
-     references, remediation) = _single_plan(rule)
-    evidence = {field: get(flow) for field, get in evidence_getters}
-    evidence["expected"] = expected
+    first_literal, steps = _plan(rule)
+    evidence = {field: get(flow) for field, get in rule.evidence_getters}
+    evidence["expected"] = rule.extras.evidence.expected
     parts = [first_literal]
     for kind, key, get, literal in steps:
         if kind == 2:
@@ -427,47 +418,16 @@ def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
     fid = flow.get("id")
     if isinstance(fid, int):
         ids.add(fid)
-    if related is not None:
-        rel = related(flow)
+    if rule.related_getter is not None:
+        rel = rule.related_getter(flow)
         for r in rel if isinstance(rel, list) else [rel]:
             if isinstance(r, int):
                 ids.add(r)
-    flow_ids = sorted(ids)
     first_ts, last_ts = flow.get("first_ts"), flow.get("last_ts")
-    if not isinstance(first_ts, (int, float)):
-        first_ts = None
-    if not isinstance(last_ts, (int, float)):
-        last_ts = None
-    if group.first_ts is not None and (first_ts is None or group.first_ts < first_ts):
-        first_ts = group.first_ts
-    if group.last_ts is not None and (last_ts is None or group.last_ts > last_ts):
-        last_ts = group.last_ts
-    out = {
-        "id": _id(name, flow_ids),
-        "rule_id": name,
-        "title": title,
-        "severity": severity,
-        "observability": observability,
-        "flow_ids": flow_ids[:MAX_FLOW_IDS],
-        "client": _side(flow, "client"),
-        "server": _side(flow, "server"),
-        "first_ts": first_ts,
-        "last_ts": last_ts,
-        "frames": sorted(set(_frames(flow)))[:MAX_FRAMES],
-        "message": "".join(parts),
-        "evidence": evidence,
-        "references": list(references),
-        "remediation": remediation,
-        "count": group.count,
-    }
-    if len(flow_ids) > MAX_FLOW_IDS:
-        out["flow_ids_total"] = len(flow_ids)
-    return out
-
-
-def _id(name: str, sorted_ids: list) -> str:
-    """``finding_id`` of ids already sorted."""
-    return sha1((name + ":" + ",".join(map(str, sorted_ids))).encode()).hexdigest()[:16]
+    first_ts, last_ts = _span(first_ts if isinstance(first_ts, (int, float)) else None,
+                              last_ts if isinstance(last_ts, (int, float)) else None, group)
+    return _finding_dict(rule, "".join(parts), sorted(ids), group.count, _endpoint([flow], "client"),
+                         _endpoint([flow], "server"), first_ts, last_ts, sorted(set(_frames(flow))), evidence)
 
 
 def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
@@ -606,16 +566,15 @@ class _Group:
         self.first_ts: Optional[float] = None
         self.last_ts: Optional[float] = None
 
-    def add(self, flow: dict, spec: "_GroupSpec", keep: bool = False) -> Optional[bool]:
+    def add(self, flow: dict, spec: "_GroupSpec", keep: bool = False) -> bool:
         """Count ``flow`` in; True when it joins the sample.  ``keep``: a first flow's projection
         stays in memory (``fresh``) until the finding is made (``settle``): ``flow`` is a JSON
         value already, so the projection equals what the spool would give back."""
         self.count += 1
-        data = None
         if self.fresh is not None:
             self.settle(spec.spool)
-        if len(self.sample) < GROUP_SAMPLE:
-            data = True
+        joined = len(self.sample) < GROUP_SAMPLE
+        if joined:
             if keep and self.count == 1:
                 self.fresh = project(flow, spec.paths)
             else:
@@ -641,7 +600,7 @@ class _Group:
             self.first_ts = ft
         if isinstance(lt, (int, float)) and (self.last_ts is None or lt > self.last_ts):
             self.last_ts = lt
-        return data
+        return joined
 
     def settle(self, spool: "Spool") -> Optional[dict]:
         """Write the projection ``add`` kept to the spool; return it (None if there was none)."""
@@ -688,8 +647,12 @@ def _group_draft(rule: Rule, draft: Optional[tuple], sample: list, get: Callable
     return draft_finding(rule, [get(ref) for ref in sample], single=len(sample) == 1)
 
 
-def _group_finding(rule: Rule, draft: Optional[tuple], sample: list, get: Callable, totals: _GroupTotals) -> dict:
-    """An aggregate's finding (``_group_draft`` finished with its ``totals``)."""
+def _group_finding(rule: Rule, draft: Optional[tuple], sample: list, get: Callable, totals: _GroupTotals,
+                   fresh: Optional[dict] = None) -> dict:
+    """An aggregate's finding (``_group_draft`` finished with its ``totals``); ``fresh``: the
+    projection of its only flow, kept in memory (_Group.fresh)."""
+    if fresh is not None:
+        return finish_single(rule, fresh, totals)
     if totals.count == 1 and draft is None and len(sample) == 1:
         return finish_single(rule, get(sample[0]), totals)
     return finish_dict(rule, _group_draft(rule, draft, sample, get), totals)
@@ -729,7 +692,7 @@ class Evaluator:
                     group = self.groups[key] = _Group(len(spec.sum_keys))
                     group.add(flow, spec, not self.eager)
                 else:
-                    if group.add(flow, spec) is not None:
+                    if group.add(flow, spec):
                         group.draft = None   # the sample changed
                     elif self.eager:
                         continue             # only the totals changed: they finish the draft at the end
@@ -748,9 +711,8 @@ class Evaluator:
         rule = self.by_name[key[0]]
         spool = self.spool
         if group.count == 1:
-            flow = group.settle(spool)
-            built = finish_single(rule, flow if flow is not None else spool.get(group.sample[0]),
-                                  group.totals(self.specs[key[0]]))
+            built = _group_finding(rule, None, group.sample, spool.get, group.totals(self.specs[key[0]]),
+                                   group.settle(spool))
         else:
             draft = _group_draft(rule, group.draft, group.sample, spool.get)
             # the draft is kept for the findings of later counts; while the sample is not full,
@@ -809,11 +771,8 @@ class Evaluator:
             name = key[0]
             rule = self.by_name[name]
             totals = group.totals(self.specs[name])
-            fresh = group.fresh   # no flow can join now: the projection need not be written
-            if fresh is not None and group.count == 1:
-                findings.add(finish_single(rule, fresh, totals))
-            else:
-                findings.add(_group_finding(rule, group.draft, group.sample, get, totals))
+            # no flow can join now: a projection kept in memory need not be written
+            findings.add(_group_finding(rule, group.draft, group.sample, get, totals, group.fresh))
         self.groups = {}
         self.stale = {}
         return findings
