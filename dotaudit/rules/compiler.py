@@ -288,10 +288,7 @@ def _field_predicate(field: str, tests: list[Callable[[Any], bool]]) -> Predicat
         def match(d: dict) -> bool:
             v = get(d)
             if v.__class__ is list:
-                for e in v:
-                    if test(e):
-                        return True
-                return False
+                return _any_test(v, test)
             return v is not None and test(v)
 
         return match
@@ -303,13 +300,7 @@ def _field_predicate(field: str, tests: list[Callable[[Any], bool]]) -> Predicat
 def _bool_predicate(get: Getter, want: bool) -> Predicate:
     def match(d: dict) -> bool:
         v = get(d)
-        if v is want:
-            return True
-        if v.__class__ is list:
-            for e in v:
-                if e is want:
-                    return True
-        return False
+        return v is want or (v.__class__ is list and _has(v, want))
 
     return match
 
@@ -349,6 +340,13 @@ def _pure_class_test(node: Any, field: str = "class") -> bool:
     return isinstance(node, ConditionOR) and bool(node.args) and all(_pure_class_test(a, field) for a in node.args)
 
 
+def _and_args(node: Any, implied: Optional[frozenset[str]]) -> list:
+    """An AND's arguments, without a pure ``class`` test that admits all the ``implied`` classes."""
+    if implied is None:
+        return list(node.args)
+    return [a for a in node.args if not (_pure_class_test(a) and implied <= (required_classes(a) or frozenset()))]
+
+
 def compile_condition(node: Any, implied: Optional[frozenset[str]] = None) -> Predicate:
     """Turn a pySigma condition tree into a predicate.
 
@@ -362,11 +360,7 @@ def compile_condition(node: Any, implied: Optional[frozenset[str]] = None) -> Pr
         inner = compile_condition(node.args[0])
         return lambda d: not inner(d)
     if isinstance(node, ConditionAND):
-        args = list(node.args)
-        if implied is not None:
-            kept = [a for a in args if not (_pure_class_test(a) and implied <= (required_classes(a) or frozenset()))]
-            args = kept
-        preds = [compile_condition(a, implied) for a in args]
+        preds = [compile_condition(a, implied) for a in _and_args(node, implied)]
         if not preds:
             return lambda d: True
         if len(preds) == 1:
@@ -494,10 +488,10 @@ class MatcherSource:
         if var is not None:
             return var
         var = self.fields[path] = f"v{len(self.fields)}"
-        make_getter(path)   # the same errors as the closures
+        get = make_getter(path)   # the same errors as the closures
         parts = path.split(".")
         if len(parts) > 3 or any(p.isdigit() for p in parts):
-            self.fetch.append(f"{var} = {self.const(make_getter(path))}(d)")
+            self.fetch.append(f"{var} = {self.const(get)}(d)")
             return var
         if len(parts) == 1:
             self.fetch.append(f"{var} = d.get({parts[0]!r})")
@@ -548,9 +542,7 @@ class MatcherSource:
         if isinstance(node, ConditionNOT):
             return f"(not {self.condition(node.args[0])})"
         if isinstance(node, ConditionAND):
-            args = list(node.args)
-            if implied is not None:
-                args = [a for a in args if not (_pure_class_test(a) and implied <= (required_classes(a) or frozenset()))]
+            args = _and_args(node, implied)
             if not args:
                 return "True"
             return "(" + " and ".join(self.condition(a, implied) for a in args) + ")"
