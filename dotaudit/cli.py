@@ -143,8 +143,9 @@ def _load_policy(path: str | None, trust_anchors: tuple[str, ...], at: str | Non
 def judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules, all_flows, lazy=False):
     """Policy (with --trust-anchor, --at, --disable applied), rules and analysis options, as
     ``audit`` and ``live`` take them; a bad policy or rule file exits 2 with one line.
-    ``lazy``: when every rule directory has a parsed-rule cache (the rules are known to be
-    valid), the rules are a LazyJudge's to load (in the judge process, off the packet loop)."""
+    ``lazy``: the rules come as a pipeline.LazyJudge (the judge process makes the judge, off
+    the packet loop); when every rule directory has a parsed-rule cache (the set is known to
+    be valid), it also loads the rules."""
     # Everything made here lives as long as the audit (rules, modules they import): a cyclic
     # collection now would only walk it (20-30 ms of the start of an audit with rules).
     enabled = gc.isenabled()
@@ -171,6 +172,8 @@ def _judging_setup(policy_file, trust_anchors, at, rule_dirs, disable, no_rules,
                 rules = LazyJudge(pol, rule_dirs, disabled)
             else:
                 rules = load_rules(rule_dirs, disabled)
+                if lazy:
+                    rules = LazyJudge(pol, rules=rules)
         except RuleError as exc:
             _die(EXIT_USAGE, str(exc))
     try:
@@ -213,25 +216,18 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
       tcpdump -i eth0 -w - port 53 or port 853 | dotaudit audit - -o report.json
       dotaudit audit capture.pcap -f html -f md -f json -o out/   # out/report.html ...
     """
-    from . import pipeline
     from .capture.pcap import CaptureError
     from .pipeline import assemble, finalize_summary, finish_rules, run_files, stderr_is_tty
     from .rules.loader import RuleError
-    from .sink import SinkError
+    from .sink import SinkError, judge_of
 
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
     formats = _resolve_formats(fmts, output)
-    pol, rules, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows,
-                                        lazy=True)
+    _pol, judge, options = judging_setup(policy, trust_anchors, at, rule_dirs, disable, no_rules, all_flows,
+                                         lazy=True)   # judge: a LazyJudge, or None with --no-rules
     if progress is None:
         progress = stderr_is_tty()
-    if no_rules:
-        judge = None
-    elif isinstance(rules, pipeline.LazyJudge):
-        judge = rules
-    else:
-        judge = pipeline.make_judge(pol, rules)
     try:
         infos, collector, table = run_files(list(captures), options, progress=progress, judge=judge)
     except CaptureError as exc:
@@ -243,10 +239,9 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
     report = assemble(infos, collector, table)
     if judge is not None:
         try:
-            judge = pipeline.judge_of(judge)   # made already by now, unless no flow was judged
+            judge = judge_of(judge)   # made already by now, unless no flow was judged
         except RuleError as exc:
             _die(EXIT_USAGE, str(exc))
-        rules = judge.evaluator.rules
         if progress:
             from rich.console import Console
             with Console(stderr=True).status(f"correlating {len(report['flows'])} flows across the capture"):
@@ -254,6 +249,7 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
         else:
             finish_rules(report, judge, collector.flow_findings)
     finalize_summary(report)
+    rules = judge.evaluator.rules if judge is not None else None
     _write_outputs(report, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
                    redact_key=redact_key)
     for info in report["inputs"]:

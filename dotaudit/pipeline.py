@@ -90,7 +90,7 @@ def make_sink(judge=None, *, fork: bool | None = None):
     """The record sink of an offline audit: a judge process when there is a second CPU."""
     if fork is None:
         fork = _sink.can_fork()
-    return _sink.ProcessSink(judge) if fork else _sink.RecordSink(judge_of(judge))
+    return _sink.ProcessSink(judge) if fork else _sink.RecordSink(_sink.judge_of(judge))
 
 
 def run_files(paths: Sequence[str], options: AnalysisOptions, *, progress: bool = False, judge=None,
@@ -303,29 +303,28 @@ def make_judge(policy=None, rules=None):
 
 
 class LazyJudge:
-    """``make_judge(policy, load_rules(rule_dirs, disabled))``, made when first asked for (``get``).
+    """``make_judge(policy, rules)``, made when first asked for (``get``); ``rules`` are
+    ``load_rules(rule_dirs, disabled)`` unless given.
 
-    An audit whose rule directories all have a parsed-rule cache (``rules_cached``: the set is
-    valid) hands this to the judge process, which loads the rules while the first packets are
-    read; the main process loads its own copy, for the end (capture rules, the findings the
-    judge process hands over), while it waits for the judge process at the end of the capture."""
+    ``audit`` hands one to the judge process, which makes it (and, when the rule directories'
+    parsed-rule caches showed the set valid, loads the rules: ``rules_cached``) while the first
+    packets are read; the main process makes its own copy, for the end (capture rules, the
+    findings the judge process hands over), while it waits for the judge process at the end of
+    the capture.  ``sink.judge_of`` gives the judge of either kind."""
 
-    def __init__(self, policy, rule_dirs=(), disabled=()):
+    def __init__(self, policy, rule_dirs=(), disabled=(), rules=None):
         self.policy = policy
         self.rule_dirs = tuple(rule_dirs)
         self.disabled = frozenset(disabled)
+        self.rules = rules
         self._judge = None
 
     def get(self):
         if self._judge is None:
             from .rules.loader import load_rules
-            self._judge = make_judge(self.policy, load_rules(self.rule_dirs, self.disabled))
+            rules = self.rules if self.rules is not None else load_rules(self.rule_dirs, self.disabled)
+            self._judge = make_judge(self.policy, rules)
         return self._judge
-
-
-def judge_of(judge):
-    """The StreamJudge a ``run_files`` judge is or makes (LazyJudge)."""
-    return judge.get() if isinstance(judge, LazyJudge) else judge
 
 
 def finish_rules(report: dict, judge, flow_findings=None) -> None:

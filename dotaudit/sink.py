@@ -44,6 +44,16 @@ class SinkError(RuntimeError):
     """The judge process failed; its message says why."""
 
 
+def judging_failed(exc: BaseException) -> SinkError:
+    """The one-line error of a rule (or the rules' loading) that raised ``exc``."""
+    return SinkError(f"judging failed: {type(exc).__name__}: {exc}")
+
+
+def judge_of(judge):
+    """The judge itself, or the one a LazyJudge (pipeline.py: anything with ``get``) makes."""
+    return judge.get() if hasattr(judge, "get") else judge
+
+
 class RecordSink:
     """Latency statistics, the flow store and (with a judge) the rules, in this process.
 
@@ -68,7 +78,7 @@ class RecordSink:
             try:
                 self.judge.add(rec)
             except Exception as exc:   # noqa: BLE001 - a rule's failure: one line, exit 4
-                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+                raise judging_failed(exc) from exc
         else:
             self.records.add(rec)
 
@@ -81,7 +91,7 @@ class RecordSink:
         try:
             self.deferred.work(IDLE_WORK)
         except Exception as exc:   # noqa: BLE001 - as in add
-            raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+            raise judging_failed(exc) from exc
 
     def finish(self, share=None):
         """(flow store, latency stats, flow findings store or None).  ``share``: hand part of
@@ -91,7 +101,7 @@ class RecordSink:
             try:
                 findings = self.judge.finish_flows(share) if share is not None else self.judge.finish_flows()
             except Exception as exc:   # noqa: BLE001
-                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+                raise judging_failed(exc) from exc
         return self.records, self.latency, findings
 
 
@@ -194,12 +204,11 @@ class ProcessSink:
         if self.chunk:
             self._flush()
         self.queue.put(None)
-        if hasattr(self.judge, "get"):   # a LazyJudge: this process's rules, while the judge catches up
-            try:
-                self.judge = self.judge.get()
-            except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
-                self.abort()
-                raise SinkError(f"judging failed: {type(exc).__name__}: {exc}") from exc
+        try:   # a LazyJudge: this process's rules, while the judge process catches up
+            self.judge = judge_of(self.judge)
+        except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
+            self.abort()
+            raise judging_failed(exc) from exc
         self.writer.join()
         os.close(self.wfd)
         if self.broken:
@@ -281,9 +290,9 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
     # Findings are made when no record waits (the packet loop is between bursts of finished
     # flows), so the records of a burst are judged at once and the work left at the end is small.
     try:
-        judge = judge.get() if hasattr(judge, "get") else judge   # a LazyJudge: load the rules here
+        judge = judge_of(judge)   # a LazyJudge: the rules are loaded here
     except Exception as exc:  # noqa: BLE001 - the parent's one-line error
-        _send(sock, {"error": f"judging failed: {type(exc).__name__}: {exc}"}, [])
+        _send(sock, {"error": str(judging_failed(exc))}, [])
         return 1
     sink = RecordSink(judge, defer=True)
     unpack_from = _LEN.unpack_from

@@ -290,10 +290,15 @@ def _prune(directory: Path) -> None:
         pass
 
 
-def load_dir(directory: str | Path) -> list[Rule]:
+def _dir_cache(directory: str | Path) -> tuple[list[Path], list[str], Optional[Path]]:
+    """A rule directory's files, their texts and the cache file they would have."""
     files = rule_files(directory)
     texts = [_read(p) for p in files]
-    cache = _cache_file(files, texts)
+    return files, texts, _cache_file(files, texts)
+
+
+def load_dir(directory: str | Path) -> list[Rule]:
+    files, texts, cache = _dir_cache(directory)
     entries = _cache_read(cache, len(files)) if cache is not None else None
     if entries is not None:
         try:
@@ -349,9 +354,7 @@ def rules_cached(extra_dirs: Sequence[str] = (), disabled: Collection[str] = ())
     An audit asks before it starts and, on True, leaves the loading to the judge process."""
     found: list[tuple[str, str, str]] = []
     for d in (builtin_rules_dir(), *extra_dirs):
-        files = rule_files(d)
-        texts = [_read(p) for p in files]
-        cache = _cache_file(files, texts)
+        files, _texts, cache = _dir_cache(d)
         header = _cache_read(cache, len(files), header_only=True) if cache is not None else None
         if header is None:
             return False
