@@ -12,6 +12,7 @@ import pickle
 import re
 from sys import intern as _intern
 from collections import defaultdict
+from functools import lru_cache
 from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
@@ -370,6 +371,12 @@ def finish_dict(rule: Rule, draft: dict, group: "Optional[_GroupTotals]" = None)
                          draft["frames"], draft["evidence"])
 
 
+@lru_cache(maxsize=None)
+def _severity(level: str) -> str:
+    """``Severity(level).value``, once per level (a finding is made per aggregate, or more)."""
+    return Severity(level).value
+
+
 def _finding_dict(rule: Rule, message: str, flow_ids: list, count: int, client: Any, server: Any, first_ts: Any,
                   last_ts: Any, frames: Iterable[int], evidence: dict) -> dict:
     """A finding as ``Finding.to_dict`` gives it; ``flow_ids`` sorted."""
@@ -377,7 +384,7 @@ def _finding_dict(rule: Rule, message: str, flow_ids: list, count: int, client: 
         "id": finding_id(rule.name, flow_ids),
         "rule_id": rule.name,
         "title": rule.title,
-        "severity": Severity(rule.severity).value,
+        "severity": _severity(rule.severity),
         "observability": rule.observability,
         "flow_ids": flow_ids[:MAX_FLOW_IDS],
         "client": client,
@@ -426,8 +433,9 @@ def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
     first_ts, last_ts = flow.get("first_ts"), flow.get("last_ts")
     first_ts, last_ts = _span(first_ts if isinstance(first_ts, (int, float)) else None,
                               last_ts if isinstance(last_ts, (int, float)) else None, group)
-    return _finding_dict(rule, "".join(parts), sorted(ids), group.count, _endpoint([flow], "client"),
-                         _endpoint([flow], "server"), first_ts, last_ts, sorted(set(_frames(flow))), evidence)
+    one = [flow]
+    return _finding_dict(rule, "".join(parts), sorted(ids), group.count, _endpoint(one, "client"),
+                         _endpoint(one, "server"), first_ts, last_ts, sorted(set(_frames(flow))), evidence)
 
 
 def build_finding(rule: Rule, flows: list[dict], record_is_capture: bool = False,
