@@ -131,29 +131,51 @@ def _first_number(d: Any, *keys: str) -> int:
     return 0
 
 
+def _count_errors(errors: Any) -> int:
+    """Read errors of one input: entries ``{kind, count, ...}`` (capture.pcap) count ``count``
+    times, any other entry once."""
+    if not isinstance(errors, list):
+        return 0
+    return sum(_first_number(e, "count") or 1 if isinstance(e, dict) else 1 for e in errors)
+
+
 def capture_record(report: dict) -> dict:
-    """The one record ``category: capture`` rules see: {errors, truncated, evictions, kernel_drops}."""
-    inputs = report.get("inputs") or []
-    stats = report.get("stats") or {}
-    errors = sum(len(i.get("errors") or []) for i in inputs if isinstance(i, dict))
-    errors += _first_number(stats, "errors", "decode_errors")
-    truncated = any(bool(i.get("truncated")) for i in inputs if isinstance(i, dict)) or bool(
-        stats.get("truncated") if isinstance(stats, dict) else False)
+    """The one record ``category: capture`` rules see: {errors, truncated, evictions, kernel_drops}.
+
+    - ``errors``: read errors of the inputs plus packets whose IP or transport header did not
+      decode (``stats.packets.decode_errors``);
+    - ``truncated``: an input ends inside a record, or packets were cut before the end of their
+      transport header (``stats.packets.truncated_l4``);
+    - ``evictions``: flows finished early because the flow table was full;
+    - ``kernel_drops``: packets the capture dropped: the kernel's and the interface's counts of a
+      live capture (``stats.capture``), the interface statistics of a pcapng input.
+
+    Counters a report carries at the top of ``stats`` (hand-made reports) are read too."""
+    inputs = [i for i in report.get("inputs") or [] if isinstance(i, dict)]
+    stats = report.get("stats") if isinstance(report.get("stats"), dict) else {}
+    packets = stats.get("packets") if isinstance(stats.get("packets"), dict) else {}
     flows_stats = stats.get("flows") if isinstance(stats.get("flows"), dict) else {}
-    evictions = _first_number(stats, "evictions", "flows_evicted", "evicted") or _first_number(
-        flows_stats, "evictions", "evicted")
     capture_stats = stats.get("capture") if isinstance(stats.get("capture"), dict) else {}
-    kernel_drops = _first_number(stats, "kernel_drops", "dropped", "ps_drop") or _first_number(
-        capture_stats, "kernel_drops", "dropped", "ps_drop")
+    errors = sum(_count_errors(i.get("errors")) for i in inputs)
+    errors += _first_number(stats, "errors", "decode_errors") + _first_number(packets, "decode_errors")
+    truncated = (any(bool(i.get("truncated")) for i in inputs) or bool(stats.get("truncated"))
+                 or _first_number(packets, "truncated_l4") > 0)
+    evictions = (_first_number(stats, "evictions", "flows_evicted", "evicted")
+                 or _first_number(packets, "evicted")
+                 or _first_number(flows_stats, "evictions", "evicted"))
+    kernel_drops = (_first_number(stats, "kernel_drops", "dropped", "ps_drop")
+                    or _first_number(capture_stats, "kernel_drops", "dropped", "ps_drop")
+                    + _first_number(capture_stats, "if_drops")
+                    or sum(_first_number(i, "interface_drops") for i in inputs))
     return {
         "class": "capture",
         "errors": errors,
         "truncated": truncated,
         "evictions": evictions,
         "kernel_drops": kernel_drops,
-        "inputs": [i.get("path") for i in inputs if isinstance(i, dict)],
-        "first_ts": min((i["first_ts"] for i in inputs if isinstance(i, dict) and i.get("first_ts") is not None), default=None),
-        "last_ts": max((i["last_ts"] for i in inputs if isinstance(i, dict) and i.get("last_ts") is not None), default=None),
+        "inputs": [i.get("path") for i in inputs],
+        "first_ts": min((i["first_ts"] for i in inputs if i.get("first_ts") is not None), default=None),
+        "last_ts": max((i["last_ts"] for i in inputs if i.get("last_ts") is not None), default=None),
     }
 
 

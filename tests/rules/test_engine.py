@@ -118,3 +118,49 @@ def test_per_flow_cost_of_the_whole_pack():
         results[name] = best * 1e6
     print("per-flow cost (us):", {k: round(v, 1) for k, v in results.items()})
     assert max(results.values()) < 200  # generous: shared CI machines; the target is 20
+
+
+def test_capture_record_reads_the_pipeline_report_layout():
+    """Where audit() and the live mode put the counters: stats.packets, inputs[], stats.capture."""
+    report = make_report([], inputs=[{"path": "a.pcapng", "truncated": False, "interface_drops": 5,
+                                      "errors": [{"kind": "snapped", "count": 4, "message": "m"}]}],
+                         stats={"packets": {"decode_errors": 3, "evicted": 2, "truncated_l4": 0}})
+    rec = capture_record(report)
+    assert (rec["errors"], rec["truncated"], rec["evictions"], rec["kernel_drops"]) == (7, False, 2, 5)
+    rec = capture_record(make_report([], inputs=[{"path": "x"}], stats={"packets": {"truncated_l4": 1},
+                                                                         "capture": {"kernel_drops": 0, "if_drops": 6}}))
+    assert (rec["errors"], rec["truncated"], rec["evictions"], rec["kernel_drops"]) == (0, True, 0, 6)
+    clean = capture_record(make_report([], inputs=[{"path": "x", "errors": [], "interface_drops": 0}],
+                                       stats={"packets": {"decode_errors": 0, "evicted": 0, "truncated_l4": 0}}))
+    assert (clean["errors"], clean["truncated"], clean["evictions"], clean["kernel_drops"]) == (0, False, 0, 0)
+
+
+def test_flow_table_evictions_raise_capture_incomplete(monkeypatch):
+    """A real audit whose flow table overflowed: the finding cites the evictions it counted."""
+    from dotaudit.flows.table import FlowTable
+    from dotaudit.pipeline import audit
+    from tests.conftest import ROOT
+
+    monkeypatch.setitem(FlowTable.__init__.__kwdefaults__, "max_flows", 3)
+    report = audit([str(ROOT / "pcaps" / "gateway" / "mixed.pcap")])
+    evicted = report["stats"]["packets"]["evicted"]
+    assert evicted > 0
+    (f,) = [x for x in report["findings"] if x["rule_id"] == "capture-incomplete"]
+    assert f["evidence"]["evictions"] == evicted and f"{evicted} flow evictions" in f["message"]
+
+
+def test_undecodable_packets_raise_capture_incomplete(tmp_path, write_pcap):
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from dotaudit.pipeline import audit
+
+    good = bytes(Ether() / IP(src="192.0.2.1", dst="198.51.100.1") / UDP(sport=40000, dport=53)
+                 / DNS(rd=1, qd=DNSQR(qname="example.com")))
+    bad = bytearray(good)
+    bad[14 + 2:14 + 4] = (10).to_bytes(2, "big")   # IP total length shorter than its header
+    path = write_pcap(tmp_path / "bad.pcap", [good, bytes(bad)])
+    report = audit([str(path)])
+    assert report["stats"]["packets"]["decode_errors"] == 1
+    (f,) = [x for x in report["findings"] if x["rule_id"] == "capture-incomplete"]
+    assert f["evidence"]["errors"] == 1
