@@ -67,6 +67,7 @@ class RecordSink:
         self.records = FlowStore()
         self.judge = judge
         self.deferred = getattr(judge, "evaluator", None) if defer else None
+        self._unprepared = getattr(judge, "unprepared", None) or (lambda: False)
         if judge is not None:
             judge.store = self.records
         if self.deferred is not None:
@@ -83,13 +84,17 @@ class RecordSink:
             self.records.add(rec)
 
     def pending(self) -> bool:
-        """Are there findings ``add`` left for ``work``?"""
-        return self.deferred is not None and bool(self.deferred.stale)
+        """Is there work for ``work``: findings ``add`` left, matchers to generate?"""
+        return self.deferred is not None and (bool(self.deferred.stale) or self._unprepared())
 
     def work(self) -> None:
-        """Make IDLE_WORK of the findings ``add`` left (about half a millisecond)."""
+        """Make IDLE_WORK of the findings ``add`` left (about half a millisecond), else one
+        generated matcher (1-5 ms, once per flow class)."""
         try:
-            self.deferred.work(IDLE_WORK)
+            if self.deferred.stale:
+                self.deferred.work(IDLE_WORK)
+            else:
+                self.judge.prepare()
         except Exception as exc:   # noqa: BLE001 - as in add
             raise judging_failed(exc) from exc
 

@@ -167,6 +167,8 @@ def _ip(text: str):
 
 
 _NUM = (int, float)
+MEMO_SIZE = 4096
+"""Strings whose answer a ``contains`` test keeps (then it starts over)."""
 
 
 def _as_text(x: Any) -> Optional[str]:
@@ -432,8 +434,23 @@ def _or_groups(args: Iterable[Any]) -> list[tuple]:
                 tests.append(_scalar_test(v))
         if needles:
             needles_t = tuple(needles)
+            seen: dict[str, bool] = {}   # a string's answer: list fields repeat (offered suites)
 
-            def contains_any(x: Any, needles_t=needles_t) -> bool:
+            def contains_any(x: Any, needles_t=needles_t, seen=seen) -> bool:
+                if x.__class__ is str:
+                    hit = seen.get(x)
+                    if hit is not None:
+                        return hit
+                    s = x.lower()
+                    hit = False
+                    for n in needles_t:
+                        if n in s:
+                            hit = True
+                            break
+                    if len(seen) >= MEMO_SIZE:
+                        seen.clear()
+                    seen[x] = hit
+                    return hit
                 s = _as_text(x)
                 if s is None:
                     return False

@@ -134,8 +134,13 @@ def aead_overhead(version: Optional[str], cipher: Any) -> Optional[int]:
     8-byte explicit nonce + tag; ChaCha20-Poly1305 only the 16-byte tag. CBC (MAC and block
     padding) and unknown suites: None."""
     name = cipher.get("name") if isinstance(cipher, dict) else None
-    if not isinstance(name, str) or not version:
+    if not isinstance(name, str) or not isinstance(version, str) or not version:
         return None
+    return _suite_overhead(version, name)
+
+
+@lru_cache(maxsize=256)
+def _suite_overhead(version: str, name: str) -> Optional[int]:
     name = name.upper()
     tag = 8 if "CCM_8" in name else 16
     if version == "TLS 1.3":
@@ -177,7 +182,7 @@ def padding_consistent(sizes: Any, version: Optional[str], cipher: Any, block: i
         recs = sizes
         if version == "TLS 1.3" and len(recs) > 1 and recs[0] - header - overhead in (36, 52):
             recs = recs[1:]
-        if all(_block_consistent(s - header - overhead, block) for s in recs):
+        if all(_block_consistent(s - header - overhead, block) for s in set(recs)):
             return True
     return False
 

@@ -70,6 +70,21 @@ class RuleIndex:
             found = self.closures[key] = _closures(class_rules, self.any_class)
         return found
 
+    def unprepared(self) -> bool:
+        """Is there a class seen (``matcher``) whose function is not generated yet?"""
+        return len(self.matchers) < len(self.seen)
+
+    def prepare(self) -> None:
+        """Generate the function of one class seen so far, ahead of GENERATE_AFTER flows: a
+        judge process does it while no record waits, so the flows after get it from the
+        first (a class whose flows come only in the last burst of a capture would never
+        reach GENERATE_AFTER)."""
+        for key in self.seen:
+            if key not in self.matchers:
+                self.matchers[key] = _generate(self.by_class.get(key, ()) if key is not None else (),
+                                               self.any_class)
+                return
+
 
 GENERATE_AFTER = 1000
 """Flows of a class matched with the rules' closures before its matcher is generated: making

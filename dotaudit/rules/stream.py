@@ -145,6 +145,17 @@ class StreamJudge:
         if match_flow(rec, self.cross_index):
             self.early.append(pos)
 
+    def unprepared(self) -> bool:
+        """Is there a generated matcher to make (RuleIndex.prepare)?"""
+        return self.local_index.unprepared() or self.cross_index.unprepared()
+
+    def prepare(self) -> None:
+        """Make one generated matcher (a judge process, while no record waits)."""
+        for index in (self.local_index, self.cross_index):
+            if index.unprepared():
+                index.prepare()
+                return
+
     def finish(self, report: dict, flow_findings=None):
         """Every finding, sorted (a store): ``flow_findings`` when a judge process made them."""
         if flow_findings is None:

@@ -173,3 +173,21 @@ def test_bad_rules_name_the_problem():
         parse_rule(good.replace("name: t", "name: Bad_Name"))
     with pytest.raises(RuleError, match="observability"):
         parse_rule(good.replace("observability: observed", "observability: maybe"))
+
+
+def test_contains_answers_stay_right_when_remembered(monkeypatch):
+    """Several ``contains`` needles on a list field (offered suites) keep each string's answer;
+    repeats, values of other types and a memo that starts over give the same answers."""
+    from dotaudit.rules import compiler
+
+    monkeypatch.setattr(compiler, "MEMO_SIZE", 3)
+    det = "s: {tls.ciphers_offered|contains: [_RC4_, _3DES_]}\ncondition: s"
+    r = rule(det)
+    suites = ["TLS_AES_128_GCM_SHA256", "TLS_RSA_WITH_RC4_128_SHA", "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+              "TLS_CHACHA20_POLY1305_SHA256", "tls_rsa_with_rc4_128_md5"]
+    for _ in range(3):
+        for s in suites:
+            want = "rc4" in s.lower() or "3des" in s.lower()
+            f = make_flow(tls__ciphers_offered=["TLS_AES_256_GCM_SHA384", s])
+            assert r.match(f) is want and m(det, f) is want
+    assert not r.match(make_flow(tls__ciphers_offered=[4865, None, {"name": "RC4"}]))

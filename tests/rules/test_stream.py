@@ -334,3 +334,34 @@ def test_finding_of_one_flow_equals_the_draft_path(bundled_flows):
                 checked += 1
     spool.close()
     assert checked > 100
+
+
+def test_idle_time_generates_the_matchers_of_the_classes_seen(bundled_flows, policy):
+    """A judge process generates a class's matcher while no record waits (RecordSink.work),
+    long before GENERATE_AFTER flows; the rules that fire stay the same."""
+    import copy
+
+    from dotaudit.rules.engine import GENERATE_AFTER, match_flow
+    from dotaudit.rules.stream import StreamJudge
+    from dotaudit.sink import RecordSink
+
+    rules = load_rules()
+    flows = bundled_flows
+    classes = {f.get("class") for f in flows}
+    assert len(flows) < GENERATE_AFTER and {"dot", "do53"} <= classes
+    plain = StreamJudge(rules, policy)
+    sink = RecordSink(StreamJudge(rules, policy), defer=True)
+    judge = sink.judge
+    assert not sink.pending()
+    for f in flows:
+        sink.add(copy.deepcopy(f))
+        while sink.pending():
+            sink.work()
+    assert not judge.unprepared()
+    assert set(judge.local_index.matchers) == set(judge.local_index.seen) and not plain.local_index.matchers
+    assert {"dot", "do53"} <= set(judge.local_index.matchers)
+    assert set(judge.cross_index.matchers) == set(judge.cross_index.seen)
+    for f in flows:
+        f = copy.deepcopy(f)
+        assert match_flow(f, judge.local_index) == match_flow(f, plain.local_index)
+        assert match_flow(f, judge.cross_index) == match_flow(f, plain.cross_index)
