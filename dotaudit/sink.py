@@ -85,13 +85,14 @@ class RecordSink:
 
     def pending(self) -> bool:
         """Is there work for ``work``: findings ``add`` left, matchers to generate?"""
-        return self.deferred is not None and (bool(self.deferred.stale) or self._unprepared())
+        deferred = self.deferred
+        return deferred is not None and (bool(deferred.stale or deferred.singles) or self._unprepared())
 
     def work(self) -> None:
         """Make IDLE_WORK of the findings ``add`` left (about half a millisecond), else one
         generated matcher (1-5 ms, once per flow class)."""
         try:
-            if self.deferred.stale:
+            if self.deferred.stale or self.deferred.singles:
                 self.deferred.work(IDLE_WORK)
             else:
                 self.judge.prepare()

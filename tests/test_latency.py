@@ -164,7 +164,7 @@ def test_sketch_add_is_ddsketch_add():
     bins, offsets, ranges, collapsing, zero and negative values, sums, min and max."""
     import random
 
-    from dotaudit.latency import _new_sketch, sketch_add, sketch_to_json
+    from dotaudit.latency import _new_sketch, sketch_add, sketch_add_all, sketch_to_json
 
     rnd = random.Random(11)
     values = [0, 0.0, 1, 2, 3.5, -1.25, 1e-300, 5e-324, -5e-324, 1e300, True]
@@ -172,13 +172,16 @@ def test_sketch_add_is_ddsketch_add():
     values += [rnd.uniform(0, 2000) for _ in range(5000)] + [rnd.randrange(1, 300) for _ in range(2000)]
     values += [10.0 ** rnd.uniform(-250, 250) for _ in range(3000)]   # past BIN_LIMIT: collapses
     for order in (values, sorted(values), sorted(values, reverse=True)):
-        theirs, mine = _new_sketch(), _new_sketch()
+        theirs, mine, batched = _new_sketch(), _new_sketch(), _new_sketch()
         for v in order:
             theirs.add(v)
             sketch_add(mine, v)
-        assert sketch_to_json(mine) == sketch_to_json(theirs)
-        for a, b in ((mine._store, theirs._store), (mine._negative_store, theirs._negative_store)):
-            assert (a.bins, a.offset, a.min_key, a.max_key, a.count, a.is_collapsed) == \
-                (b.bins, b.offset, b.min_key, b.max_key, b.count, b.is_collapsed)
-        assert [mine.get_quantile_value(q) for q in (0.01, 0.5, 0.99)] == \
-            [theirs.get_quantile_value(q) for q in (0.01, 0.5, 0.99)]
+        for i in range(0, len(order), 37):   # sketch_add_all: the same, a list at a time
+            sketch_add_all(batched, order[i:i + 37])
+        for m in (mine, batched):
+            assert sketch_to_json(m) == sketch_to_json(theirs)
+            for a, b in ((m._store, theirs._store), (m._negative_store, theirs._negative_store)):
+                assert (a.bins, a.offset, a.min_key, a.max_key, a.count, a.is_collapsed) == \
+                    (b.bins, b.offset, b.min_key, b.max_key, b.count, b.is_collapsed)
+            assert [m.get_quantile_value(q) for q in (0.01, 0.5, 0.99)] == \
+                [theirs.get_quantile_value(q) for q in (0.01, 0.5, 0.99)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 import re
 from sys import intern as _intern
-from collections import defaultdict
+from collections import defaultdict, deque
 from functools import lru_cache
 from itertools import islice
 from typing import Any, Callable, Iterable, Optional
@@ -620,10 +620,13 @@ class _Group:
             self.settle(spec.spool)
         joined = len(self.sample) < GROUP_SAMPLE
         if joined:
+            # a path through a list index (tls.certificates.0.subject) does not survive the
+            # projection: such a rule keeps its sample flows whole
+            kept = project(flow, spec.paths) if spec.projectable else flow
             if keep and self.count == 1:
-                self.fresh = project(flow, spec.paths)
+                self.fresh = kept
             else:
-                self.sample.append(spec.spool.put_raw(dumps(project(flow, spec.paths))))
+                self.sample.append(spec.spool.put_raw(dumps(kept)))
         ids = self.ids
         if len(ids) < 10 * MAX_FLOW_IDS:
             fid = flow.get("id")
@@ -663,12 +666,14 @@ class _Group:
 class _GroupSpec:
     """What every group of one rule shares."""
 
-    __slots__ = ("sum_keys", "sum_getters", "paths", "related", "spool")
+    __slots__ = ("sum_keys", "sum_getters", "paths", "projectable", "related", "spool")
 
     def __init__(self, rule: Rule, spool: "Spool"):
         self.sum_keys = _SUM_KEY.findall(getattr(rule.extras, "message", "") or "")
         self.sum_getters = [make_getter(k[4:]) for k in self.sum_keys]
-        self.paths = projector(rule_paths(rule))
+        paths = rule_paths(rule)
+        self.paths = projector(paths)
+        self.projectable = not any(part.isdigit() for p in paths for part in p.split("."))
         self.related = rule.related_getter
         self.spool = spool
 
@@ -725,6 +730,7 @@ class Evaluator:
         """Make each finding or draft as its flow arrives; else leave it in ``stale`` for
         ``work`` or the end."""
         self.stale: dict[tuple, None] = {}   # keys of the groups whose finding or draft is to be made
+        self.singles: deque = deque()         # (rule, projected flow) of findings on one flow, to be made
 
     def add(self, flow: dict, index: Optional[RuleIndex] = None) -> None:
         """Evaluate every rule (or only those of ``index``) on one flow."""
@@ -746,8 +752,11 @@ class Evaluator:
                     self._build(key, group, finish=False)
                 else:
                     self.stale[key] = None
-            else:
+            elif self.eager:
                 self.findings.add(finish_single(rule, flow, _ALONE))
+            else:   # what the finding reads (or the flow), kept until ``work`` or the end makes it
+                spec = self.specs[rule.name]
+                self.singles.append((rule, spec.paths(flow, None) if spec.projectable else flow))
 
     def _build(self, key: tuple, group: _Group, finish: bool) -> None:
         """A pair's finding from its first flow (most pairs see only one); with more flows, the
@@ -778,7 +787,12 @@ class Evaluator:
         for key in list(islice(stale, limit)):
             del stale[key]
             self._build(key, groups[key], finish=True)
-        return bool(stale)
+            limit -= 1
+        singles, add = self.singles, self.findings.add
+        for _ in range(min(limit, len(singles))):
+            rule, flow = singles.popleft()
+            add(finish_single(rule, flow, _ALONE))
+        return bool(stale) or bool(singles)
 
     def hand_out(self, share, fraction: float, final: Callable[[str], bool], minimum: int = 0) -> None:
         """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
@@ -806,6 +820,9 @@ class Evaluator:
     def flow_findings(self) -> RecordStore:
         """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
+        for rule, flow in self.singles:
+            findings.add(finish_single(rule, flow, _ALONE))
+        self.singles = deque()
         get = self.spool.get
         index = findings.index
         for key, group in self.groups.items():

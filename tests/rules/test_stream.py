@@ -365,3 +365,50 @@ def test_idle_time_generates_the_matchers_of_the_classes_seen(bundled_flows, pol
         f = copy.deepcopy(f)
         assert match_flow(f, judge.local_index) == match_flow(f, plain.local_index)
         assert match_flow(f, judge.cross_index) == match_flow(f, plain.cross_index)
+
+
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_findings_read_list_index_paths_from_the_flow(aggregate, policy):
+    """A rule whose evidence and message read a path through a list index
+    (tls.certificates.1.subject) gets the flow's value, whether its finding is made at once,
+    later from what was kept (a judge process), or from an aggregate's sample."""
+    import textwrap
+
+    from dotaudit.rules.engine import Evaluator
+    from dotaudit.rules.loader import parse_rule
+    from tests.factories import make_tls12_flow
+
+    text = textwrap.dedent(f"""\
+        title: t
+        name: t
+        id: 11111111-2222-4333-8444-555555555555
+        status: experimental
+        level: low
+        logsource: {{product: dotaudit, category: flow}}
+        remediation: r
+        observability: observed
+        evidence: {{fields: [tls.certificates.1.subject, tls.version], expected: e}}
+        message: "issuer {{tls.certificates.1.subject}} ({{count}})"
+        {"aggregate: pair" if aggregate else ""}
+        detection:
+          s: {{class: dot}}
+          condition: s
+        """)
+    r = parse_rule(text)
+    flows = [make_tls12_flow("rsa-cbc", id=i, client__port=40000 + i) for i in (1, 2)]
+    want = flows[0]["tls"]["certificates"][1]["subject"]
+    assert want
+    results = []
+    for eager in (True, False):
+        ev = Evaluator([r], policy)
+        ev.eager = eager
+        for f in flows:
+            ev.add(f)
+        while ev.work(3):
+            pass
+        results.append(ev.result({}).to_list())
+    assert results[0] == results[1]
+    assert len(results[0]) == (1 if aggregate else 2)
+    for f in results[0]:
+        assert f["evidence"]["tls.certificates.1.subject"] == ([want] if aggregate else want)
+        assert f"issuer {want}" in f["message"]
