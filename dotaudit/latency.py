@@ -39,27 +39,31 @@ def _new_sketch() -> LogCollapsingLowestDenseDDSketch:
 
 
 def sketch_add(s, val) -> None:
-    """``s.add(val)`` (``sketch_add_all`` of one value)."""
-    sketch_add_all(s, (val,))
+    """``s.add(val)``."""
+    sketch_add_pairs(((s, val),))
 
 
 def sketch_add_all(s, values) -> None:
-    """``s.add(v)`` for every value in turn, with ddsketch's five calls inlined for the common
-    case, a positive value inside the bins the store already has (a judge process adds about
-    200k values per million packets), and the sketch's attributes looked up once.  The same
-    arithmetic in the same order: the sketch ends up identical (tests/test_latency.py)."""
-    m = s._mapping
-    low, mult, off = m.min_possible, m._multiplier, m._offset
-    st = s._store
-    for val in values:
-        if val > low:
-            key = int(_ceil(_log(val, 2) * mult) + off)
+    """``s.add(v)`` for every value in turn."""
+    sketch_add_pairs([(s, v) for v in values])
+
+
+def sketch_add_pairs(pairs) -> None:
+    """``s.add(v)`` for every (sketch, value) in turn (all of a flow's), with ddsketch's five
+    calls inlined for the common case, a positive value inside the bins the store already has
+    (a judge process adds about 200k values per million packets).  The same arithmetic in the
+    same order: the sketches end up identical (tests/test_latency.py)."""
+    for s, val in pairs:
+        m = s._mapping
+        if val > m.min_possible:
+            key = int(_ceil(_log(val, 2) * m._multiplier) + m._offset)
+            st = s._store
             if st.min_key <= key <= st.max_key:
                 st.bins[key - st.offset] += 1.0
                 st.count += 1.0
             else:
                 st.add(key, 1.0)
-        elif val < -low:
+        elif val < -m.min_possible:
             s._negative_store.add(m.key(-val), 1.0)
         else:
             s._zero_count += 1.0
@@ -126,14 +130,6 @@ class Group:
         self.sketches: dict = {}
         self.by_version: dict = {}    # TLS version -> handshake sketch
         self.by_mode: dict = {}       # "full" | "resumed" -> handshake sketch
-
-    def _add(self, name: str, v) -> None:
-        if v is None:
-            return
-        s = self.sketches.get(name)
-        if s is None:
-            s = self.sketches[name] = _new_sketch()
-        sketch_add(s, v)
 
     def merge(self, other: "Group") -> None:
         c = self.counters
@@ -216,16 +212,17 @@ class LatencyStats:
             g = self.groups[key] = Group()
         c = g.counters
         c["flows"] += 1
-        add = g._add
+        sk = g.sketches
         rtt = t.get("tcp_rtt_ms")
+        total = None
+        hs = t.get("tls_handshake_ms")
         if rtt:
             c["tcp_flows"] += 1
-            add("tcp_rtt_server_ms", rtt.get("server"))
-            add("tcp_rtt_client_ms", rtt.get("client"))
             total = rtt.get("total")
-            add("tcp_rtt_total_ms", total)
+            metrics = [("tcp_rtt_server_ms", rtt.get("server")), ("tcp_rtt_client_ms", rtt.get("client")),
+                       ("tcp_rtt_total_ms", total)]
         else:
-            total = None
+            metrics = []
         tcp = rec.get("tcp")
         if tcp:
             if tcp.get("tfo"):
@@ -236,8 +233,12 @@ class LatencyStats:
         if rt:
             c["retransmitted_segments"] += rt.get("c2s", 0) + rt.get("s2c", 0)
             c["syn_retries"] += rt.get("syn", 0)
-        add("retransmission_cost_ms", t.get("retransmission_cost_ms"))
-        hs = t.get("tls_handshake_ms")
+        metrics += (("retransmission_cost_ms", t.get("retransmission_cost_ms")),
+                    ("time_to_first_answer_ms", t.get("time_to_first_answer_ms")),
+                    ("queries_per_connection", t.get("queries_per_connection")),
+                    ("lifetime_ms", t.get("lifetime_ms")), ("idle_ms", t.get("idle_ms")),
+                    ("bytes_per_query", t.get("bytes_per_query")))
+        pairs = []   # (sketch, value): every value of this flow, added in one go
         tls = rec.get("tls")
         if tls:
             c["tls_flows"] += 1
@@ -248,26 +249,27 @@ class LatencyStats:
             if tls.get("early_data_records"):
                 c["early_data_flows"] += 1
             if hs is not None:
-                add("tls_handshake_ms", hs)
+                metrics.append(("tls_handshake_ms", hs))
                 mode = "resumed" if tls.get("resumed") else "full"
                 c[mode] += 1
                 for d, k in ((g.by_version, tls.get("version") or "unknown"), (g.by_mode, mode)):
                     s = d.get(k)
                     if s is None:
                         s = d[k] = _new_sketch()
-                    sketch_add(s, hs)
-        add("time_to_first_answer_ms", t.get("time_to_first_answer_ms"))
+                    pairs.append((s, hs))
+        for name, v in metrics:
+            if v is not None:
+                s = sk.get(name)
+                if s is None:
+                    s = sk[name] = _new_sketch()
+                pairs.append((s, v))
         qs = t.get("query_rtt_ms")
         if qs:
-            s = g.sketches.get("query_rtt_ms")
+            s = sk.get("query_rtt_ms")
             if s is None:
-                s = g.sketches["query_rtt_ms"] = _new_sketch()
-            sketch_add_all(s, qs)
-        n = t.get("queries_per_connection")
-        add("queries_per_connection", n)
-        add("lifetime_ms", t.get("lifetime_ms"))
-        add("idle_ms", t.get("idle_ms"))
-        add("bytes_per_query", t.get("bytes_per_query"))
+                s = sk["query_rtt_ms"] = _new_sketch()
+            pairs += [(s, v) for v in qs]
+        sketch_add_pairs(pairs)
         answered = t.get("query_rtt_count") or 0
         if answered:
             # set-up cost and bytes only of connections that carried answered queries
