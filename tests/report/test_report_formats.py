@@ -145,3 +145,27 @@ def test_prerendered_values_give_the_same_json_text():
     copied = copy.deepcopy(stats)
     assert type(copied["latency"]) is dict and copied == stats
     assert isinstance(stats["latency"], Rendered)
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": [1, 2.5, -0.0, 1e16, 123456789.123, None, True], "c": {"ß": "ü\u2028", "d": {}, "e": []}},
+    {"set": {3, 1}, "bytes": b"\x01\xff", "nan": float("nan"), "inf": float("-inf"), 7: "int key"},
+    {"big": 2 ** 70, "tuple": (1, "x"), "nested": [{"z": 1, "y": [{}]}]},
+    [], {}, "text", 3, None,
+])
+def test_pretty_json_is_what_json_dumps_writes(value):
+    """The pretty parts of the JSON report are made by orjson; the text is json.dumps's (sorted
+    keys, two-space indent, UTF-8), sets, bytes, NaN and keys that are no string included."""
+    from dotaudit.report.json import _clean, _dump_pretty
+
+    assert _dump_pretty(value) == json.dumps(_clean(value), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def test_pretty_json_small_floats_are_written_like_the_flow_lines():
+    import orjson
+
+    from dotaudit.report.json import _dump_pretty
+
+    text = _dump_pretty({"rtt": 1e-05, "ms": 2.5e-05})
+    assert json.loads(text) == {"rtt": 1e-05, "ms": 2.5e-05}
+    assert "0.00001" in text and orjson.dumps(1e-05) == b"0.00001"
