@@ -220,7 +220,7 @@ class ProcessSink:
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
         # what the judge process sends before its results: the statistics (complete at the end
-        # of the records), then the aggregates it hands over; both are worked on here while it
+        # of the records), then the findings it hands over; both are worked on here while it
         # finishes the rules, the aggregates first (it waits for nothing else)
         first, fds = _recv(self.sock)
         latency = None

@@ -796,20 +796,28 @@ class Evaluator:
 
     def hand_out(self, share, fraction: float, final: Callable[[str], bool], minimum: int = 0) -> None:
         """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
-        ``final`` (no more flows can join them) and whose finding is not made yet, when there
-        are at least ``minimum`` of them, and forget them here: ``build_items`` turns them into
+        ``final`` (no more flows can join them) and whose finding is not made yet, and of the
+        findings on one flow not made yet, when there are at least ``minimum`` of both, and
+        forget them here: ``build_items`` turns them into
         findings in another process, while this one goes on.  They are written to ``spool``
         (next to their sample flows) as pickled batches of work items; ``batches`` are the
         batches' spool references (``share`` is called, with none, in any case)."""
         mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
-        given = mine[int(len(mine) * (1 - fraction)):] if len(mine) >= minimum else []
+        singles = self.singles
+        if len(mine) + len(singles) < minimum:
+            mine, singles = [], deque()
+        given = mine[int(len(mine) * (1 - fraction)):]
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
         for _, group in given:
             group.settle(self.spool)
-        for i in range(0, len(given), ITEMS_BATCH):
-            items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))
-                     for key, group in given[i:i + ITEMS_BATCH]]
-            batches.append(put_raw(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)))
+        items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))
+                 for key, group in given]
+        # findings on one flow (what they read, as an aggregate's only sample flow)
+        for _ in range(int(len(singles) * fraction)):
+            rule, flow = singles.pop()
+            items.append((rule.name, None, [put_raw(dumps(flow))], _ALONE))
+        for i in range(0, len(items), ITEMS_BATCH):
+            batches.append(put_raw(pickle.dumps(items[i:i + ITEMS_BATCH], protocol=pickle.HIGHEST_PROTOCOL)))
         self.spool.flush()
         share(batches, self.spool)
         stale = self.stale

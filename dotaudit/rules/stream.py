@@ -30,13 +30,12 @@ from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
 
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
-SHARE = 0.3
-"""Of the aggregates that are final and not yet made when the last flow arrives, the share a
-judge process hands to the parent process to build ..."""
-SHARE_MIN = 2000
-"""... when there are at least this many: below, the parent's own work then (rendering the
-statistics, about 0.1 s) takes as long as this process's (the cross-flow phase and those
-aggregates), and sharing would only make the parent the later one."""
+SHARE = 0.35
+"""Of the findings not yet made when the last flow arrives (aggregates that are final, findings
+on one flow), the share a judge process hands to the parent process to build: the parent has
+the statistics to render first (about 15 ms), this process the cross-flow phase ..."""
+SHARE_MIN = 200
+"""... when there are at least this many: below, handing them over costs about what it saves."""
 
 
 def detection_fields(rule: Rule) -> Optional[set[str]]:
