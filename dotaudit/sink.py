@@ -16,13 +16,12 @@ import fcntl
 import gc
 import os
 import pickle
-import queue
 import select
 import signal
 import socket
 import struct
 import sys
-import threading
+from collections import deque
 from typing import Optional
 
 import orjson
@@ -35,7 +34,7 @@ MAX_FDS = 8
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
 CHUNK_BYTES = 1 << 18        # records are sent in chunks of about 256 KiB ...
-QUEUE_CHUNKS = 12            # ... at most 3 MiB of them waiting for the judge process
+OUT_BYTES = 3 << 20          # ... at most 3 MiB of them waiting for room in the pipe
 READ_SIZE = 1 << 20
 IDLE_WORK = 16               # findings made between two looks at the pipe (about 0.5 ms)
 
@@ -160,11 +159,12 @@ class ProcessSink:
         except OSError:
             pass
         self.wfd = wfd
-        # Flows finish in bursts (every idle sweep); a writer thread with a bounded queue lets
-        # the packet loop go on while the judge process catches up.
-        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
-        self.writer = threading.Thread(target=self._writer, name="dotaudit-sink", daemon=True)
-        self.writer.start()
+        # Flows finish in bursts (every idle sweep); the pipe is written without blocking and
+        # what it cannot take yet waits here (up to OUT_BYTES), so the packet loop goes on while
+        # the judge process catches up, with no writer thread to hand the GIL to.
+        os.set_blocking(wfd, False)
+        self.out: deque = deque()   # memoryviews of chunks not yet written
+        self.out_bytes = 0
         self.chunk: list[bytes] = []
         self.chunk_bytes = 0
         self.broken = False
@@ -173,22 +173,6 @@ class ProcessSink:
         self.latency: Optional[LatencyStats] = None
         self.latency_json = None   # its stats.latency, rendered while the judge process finishes
         self.records: Optional[FlowStore] = None
-
-    def _writer(self) -> None:
-        get = self.queue.get
-        fd = self.wfd
-        while True:
-            data = get()
-            if data is None:
-                return
-            if self.broken:
-                continue
-            view = memoryview(data)
-            try:
-                while view:
-                    view = view[os.write(fd, view):]
-            except OSError:
-                self.broken = True
 
     def add(self, rec: dict) -> None:
         data = self._dumps(rec)
@@ -201,21 +185,47 @@ class ProcessSink:
     def _flush(self) -> None:
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
-        self.queue.put(b"".join(self.chunk))
+        data = b"".join(self.chunk)
+        self.out.append(memoryview(data))
+        self.out_bytes += len(data)
         self.chunk = []
         self.chunk_bytes = 0
+        self._write(block=self.out_bytes > OUT_BYTES)
+
+    def _write(self, block: bool) -> None:
+        """Write what waits to the pipe, as much as it takes now; ``block``: all of it."""
+        out, fd = self.out, self.wfd
+        while out:
+            view = out[0]
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                if not block:
+                    return
+                select.select([], [fd], [])
+                continue
+            except OSError:
+                self.broken = True
+                out.clear()
+                self.out_bytes = 0
+                return
+            self.out_bytes -= n
+            if n == len(view):
+                out.popleft()
+            else:
+                out[0] = view[n:]
 
     def finish(self):
         gc.unfreeze()
         if self.chunk:
             self._flush()
-        self.queue.put(None)
+        if not self.broken:
+            self._write(block=True)
         try:   # a LazyJudge: this process's rules, while the judge process catches up
             self.judge = judge_of(self.judge)
         except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
             self.abort()
             raise judging_failed(exc) from exc
-        self.writer.join()
         os.close(self.wfd)
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
@@ -261,21 +271,15 @@ class ProcessSink:
         return records, latency, findings
 
     def abort(self) -> None:
-        """Stop the judge process (the audit failed or was interrupted) and the writer thread."""
+        """Stop the judge process (the audit failed or was interrupted)."""
         gc.unfreeze()
         self.broken = True
+        self.out.clear()
         try:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-        try:   # the writer skips what is queued once broken; let it see the end
-            while True:
-                self.queue.get_nowait()
-        except queue.Empty:
-            pass
-        self.queue.put(None)
-        self.writer.join(timeout=5)
         for close in (lambda: os.close(self.wfd), self.sock.close):
             try:
                 close()
