@@ -808,14 +808,18 @@ class Evaluator:
             mine, singles = [], deque()
         given = mine[int(len(mine) * (1 - fraction)):]
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
-        for _, group in given:
-            group.settle(self.spool)
-        items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]))
-                 for key, group in given]
-        # findings on one flow (what they read, as an aggregate's only sample flow)
+        # a projection kept in memory (_Group.fresh) goes with its item, pickled
+        items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]),
+                  group.fresh) for key, group in given]
+        # findings on one flow, with what they read (whole flows stay here: they are large)
+        kept = []
         for _ in range(int(len(singles) * fraction)):
             rule, flow = singles.pop()
-            items.append((rule.name, None, [put_raw(dumps(flow))], _ALONE))
+            if specs[rule.name].projectable:
+                items.append((rule.name, None, [], _ALONE, flow))
+            else:
+                kept.append((rule, flow))
+        singles.extend(kept)
         for i in range(0, len(items), ITEMS_BATCH):
             batches.append(put_raw(pickle.dumps(items[i:i + ITEMS_BATCH], protocol=pickle.HIGHEST_PROTOCOL)))
         self.spool.flush()
@@ -852,9 +856,9 @@ class Evaluator:
         ``spool``, one batch in memory at a time."""
         get = spool.get
         for ref in batches:
-            for name, draft, sample, totals in pickle.loads(spool.raw(ref)):
+            for name, draft, sample, totals, fresh in pickle.loads(spool.raw(ref)):
                 rule = self.by_name[name]
-                out.add(_group_finding(rule, draft, sample, get, totals))
+                out.add(_group_finding(rule, draft, sample, get, totals, fresh))
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.
