@@ -126,58 +126,66 @@ def _run_files(paths, options, collector: Collector, progress: bool):
             info, packets, hasher = iter_capture(path, scanner)
             info.path = path
             infos.append(info)
-            table.new_input(index)
-            total = None
-            if path != "-":
-                try:
-                    total = os.path.getsize(path)
-                except OSError:
-                    total = None
-            task = bar.add_task(os.path.basename(path) if path != "-" else "stdin", total=total) if bar else None
-            tpacket = table.packet
-            n = 0
-            nbytes = 0
-            lo = float("inf")
-            hi = float("-inf")
-            if scanner is not None:
-                # the scanner numbers the frames and accounts the records it keeps to itself
-                for ts, linktype, data, wirelen in packets:
-                    collector.capture_end_ts = scanner.hi
-                    tpacket(ts, linktype, data, scanner.frame)
-                    n += 1
-                    if bar is not None and not n % PROGRESS_EVERY:
-                        bar.update(task, completed=hasher.size)
-                n, nbytes, lo, hi, _muted = scanner.totals()
-                if n:
-                    collector.capture_end_ts = hi
-                packets = ()
-            for ts, linktype, data, wirelen in packets:
-                n += 1
-                nbytes += wirelen
-                if ts < lo:
-                    lo = ts
-                if ts > hi:
-                    hi = ts
-                    collector.capture_end_ts = ts
-                tpacket(ts, linktype, data, n)
-                if bar is not None and not n % PROGRESS_EVERY:
-                    bar.update(task, completed=hasher.size)
-            hasher.drain()
-            info.packets = n
-            info.bytes = nbytes
-            info.first_ts = lo if n else None   # earliest and latest: interfaces interleave
-            info.last_ts = hi if n else None
-            info.sha256 = hasher.hexdigest()
-            table.stats.packets += n
-            info.size = hasher.size
-            if bar is not None:
-                bar.update(task, completed=hasher.size)
+            try:
+                _read_input(index, path, info, packets, hasher, table, collector, scanner, bar)
+            finally:
+                hasher.close()   # also when the input turns out not to be a capture
     table.finish_all()
     if scanner is not None:
         scanner.close()
         table.scanner = None
     collector.finish()
     return infos, collector, table
+
+
+def _read_input(index, path, info, packets, hasher, table, collector, scanner, bar) -> None:
+    """Every packet of one input through the flow table; the input's totals into ``info``."""
+    table.new_input(index)
+    total = None
+    if path != "-":
+        try:
+            total = os.path.getsize(path)
+        except OSError:
+            total = None
+    task = bar.add_task(os.path.basename(path) if path != "-" else "stdin", total=total) if bar else None
+    tpacket = table.packet
+    n = 0
+    nbytes = 0
+    lo = float("inf")
+    hi = float("-inf")
+    if scanner is not None:
+        # the scanner numbers the frames and accounts the records it keeps to itself
+        for ts, linktype, data, wirelen in packets:
+            collector.capture_end_ts = scanner.hi
+            tpacket(ts, linktype, data, scanner.frame)
+            n += 1
+            if bar is not None and not n % PROGRESS_EVERY:
+                bar.update(task, completed=hasher.size)
+        n, nbytes, lo, hi, _muted = scanner.totals()
+        if n:
+            collector.capture_end_ts = hi
+        packets = ()
+    for ts, linktype, data, wirelen in packets:
+        n += 1
+        nbytes += wirelen
+        if ts < lo:
+            lo = ts
+        if ts > hi:
+            hi = ts
+            collector.capture_end_ts = ts
+        tpacket(ts, linktype, data, n)
+        if bar is not None and not n % PROGRESS_EVERY:
+            bar.update(task, completed=hasher.size)
+    hasher.drain()
+    info.packets = n
+    info.bytes = nbytes
+    info.first_ts = lo if n else None   # earliest and latest: interfaces interleave
+    info.last_ts = hi if n else None
+    info.sha256 = hasher.hexdigest()
+    table.stats.packets += n
+    info.size = hasher.size
+    if bar is not None:
+        bar.update(task, completed=hasher.size)
 
 
 def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -> dict:

@@ -141,7 +141,13 @@ class _HashingReader:
         return True
 
     def close(self) -> None:
-        self.raw.close()
+        """Stop the hashing thread (an input that turned out not to be a capture never gets to
+        ``hexdigest``) and close the file (not stdin)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.raw is not sys.stdin.buffer:
+            self.raw.close()
 
 
 def open_capture(path: str) -> tuple[BinaryIO, _HashingReader, CaptureInfo]:
