@@ -65,12 +65,12 @@ class RecordSink:
         self.latency = LatencyStats()
         self.records = FlowStore()
         self.judge = judge
-        self.deferred = getattr(judge, "evaluator", None) if defer else None
-        self._unprepared = getattr(judge, "unprepared", None) or (lambda: False)
+        # a judge that can leave work for idle moments (StreamJudge) does, when ``defer``
+        self.deferred = judge if defer and hasattr(judge, "defer") else None
         if judge is not None:
             judge.store = self.records
         if self.deferred is not None:
-            self.deferred.eager = False
+            self.deferred.defer()
 
     def add(self, rec: dict) -> None:
         self.latency.add(rec)
@@ -83,18 +83,14 @@ class RecordSink:
             self.records.add(rec)
 
     def pending(self) -> bool:
-        """Is there work for ``work``: findings ``add`` left, matchers to generate?"""
-        deferred = self.deferred
-        return deferred is not None and (bool(deferred.stale or deferred.singles) or self._unprepared())
+        """Is there work for ``work`` (StreamJudge.pending)?"""
+        return self.deferred is not None and self.deferred.pending()
 
     def work(self) -> None:
-        """Make IDLE_WORK of the findings ``add`` left (about half a millisecond), else one
-        generated matcher (1-5 ms, once per flow class)."""
+        """IDLE_WORK of the findings ``add`` left (about half a millisecond), or one generated
+        matcher (StreamJudge.work)."""
         try:
-            if self.deferred.stale or self.deferred.singles:
-                self.deferred.work(IDLE_WORK)
-            else:
-                self.judge.prepare()
+            self.deferred.work(IDLE_WORK)
         except Exception as exc:   # noqa: BLE001 - as in add
             raise judging_failed(exc) from exc
 

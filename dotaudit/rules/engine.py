@@ -440,6 +440,18 @@ def _finding_dict(rule: Rule, message: str, flow_ids: list, count: int, client: 
     return out
 
 
+def _ids_of(flow: dict, related: Optional[Callable[[dict], Any]]) -> list[int]:
+    """The flow's id and the ids of the flows ``related`` (a rule's ``related_flows``) names."""
+    out = []
+    fid = flow.get("id")
+    if isinstance(fid, int):
+        out.append(fid)
+    if related is not None:
+        rel = related(flow)
+        out += [r for r in (rel if isinstance(rel, list) else [rel]) if isinstance(r, int)]
+    return out
+
+
 def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
     """``finish_dict(rule, draft_finding(rule, [flow], single=True), group)`` for an aggregate
     of one flow (most are), made in one step: the common case of building a finding."""
@@ -459,14 +471,7 @@ def finish_single(rule: Rule, flow: dict, group: "_GroupTotals") -> dict:
             parts.append(format_value(0 + v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0))
         parts.append(literal)
     ids = set(group.ids)
-    fid = flow.get("id")
-    if isinstance(fid, int):
-        ids.add(fid)
-    if rule.related_getter is not None:
-        rel = rule.related_getter(flow)
-        for r in rel if isinstance(rel, list) else [rel]:
-            if isinstance(r, int):
-                ids.add(r)
+    ids.update(_ids_of(flow, rule.related_getter))
     first_ts, last_ts = flow.get("first_ts"), flow.get("last_ts")
     first_ts, last_ts = _span(first_ts if isinstance(first_ts, (int, float)) else None,
                               last_ts if isinstance(last_ts, (int, float)) else None, group)
@@ -620,23 +625,13 @@ class _Group:
             self.settle(spec.spool)
         joined = len(self.sample) < GROUP_SAMPLE
         if joined:
-            # a path through a list index (tls.certificates.0.subject) does not survive the
-            # projection: such a rule keeps its sample flows whole
-            kept = project(flow, spec.paths) if spec.projectable else flow
+            kept = spec.keep(flow, MAX_PROJECTED_LIST)
             if keep and self.count == 1:
                 self.fresh = kept
             else:
                 self.sample.append(spec.spool.put_raw(dumps(kept)))
-        ids = self.ids
-        if len(ids) < 10 * MAX_FLOW_IDS:
-            fid = flow.get("id")
-            if isinstance(fid, int):
-                ids.append(fid)
-            if spec.related is not None:
-                rel = spec.related(flow)
-                for r in rel if isinstance(rel, list) else [rel]:
-                    if isinstance(r, int):
-                        ids.append(r)
+        if len(self.ids) < 10 * MAX_FLOW_IDS:
+            self.ids += _ids_of(flow, spec.related)
         if spec.sum_getters:
             sums = self.sums
             for i, get in enumerate(spec.sum_getters):
@@ -676,6 +671,12 @@ class _GroupSpec:
         self.projectable = not any(part.isdigit() for p in paths for part in p.split("."))
         self.related = rule.related_getter
         self.spool = spool
+
+    def keep(self, flow: dict, limit: Optional[int]) -> dict:
+        """What the rule's finding reads of ``flow``: its projection (lists cut at ``limit``),
+        or the flow itself when a path goes through a list index (tls.certificates.0.subject),
+        which the projection does not keep."""
+        return self.paths(flow, limit) if self.projectable else flow
 
 
 class _GroupTotals:
@@ -754,9 +755,8 @@ class Evaluator:
                     self.stale[key] = None
             elif self.eager:
                 self.findings.add(finish_single(rule, flow, _ALONE))
-            else:   # what the finding reads (or the flow), kept until ``work`` or the end makes it
-                spec = self.specs[rule.name]
-                self.singles.append((rule, spec.paths(flow, None) if spec.projectable else flow))
+            else:   # what the finding reads, kept until ``work`` or the end makes it
+                self.singles.append((rule, self.specs[rule.name].keep(flow, None)))
 
     def _build(self, key: tuple, group: _Group, finish: bool) -> None:
         """A pair's finding from its first flow (most pairs see only one); with more flows, the
@@ -792,20 +792,24 @@ class Evaluator:
         for _ in range(min(limit, len(singles))):
             rule, flow = singles.popleft()
             add(finish_single(rule, flow, _ALONE))
-        return bool(stale) or bool(singles)
+        return self.pending()
+
+    def pending(self) -> bool:
+        """Are there findings ``add`` left for ``work``?"""
+        return bool(self.stale or self.singles)
 
     def hand_out(self, share, fraction: float, final: Callable[[str], bool], minimum: int = 0) -> None:
         """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
         ``final`` (no more flows can join them) and whose finding is not made yet, and of the
         findings on one flow not made yet, when there are at least ``minimum`` of both, and
-        forget them here: ``build_items`` turns them into
-        findings in another process, while this one goes on.  They are written to ``spool``
+        forget them here: ``build_items`` turns them into findings in another process, while
+        this one goes on.  They are written to ``spool``
         (next to their sample flows) as pickled batches of work items; ``batches`` are the
         batches' spool references (``share`` is called, with none, in any case)."""
         mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
         singles = self.singles
         if len(mine) + len(singles) < minimum:
-            mine, singles = [], deque()
+            fraction = 0.0
         given = mine[int(len(mine) * (1 - fraction)):]
         put_raw, specs, batches = self.spool.put_raw, self.specs, []
         # a projection kept in memory (_Group.fresh) goes with its item, pickled

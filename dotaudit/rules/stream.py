@@ -32,8 +32,8 @@ from dotaudit.rules.policy import Policy
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
 SHARE = 0.35
 """Of the findings not yet made when the last flow arrives (aggregates that are final, findings
-on one flow), the share a judge process hands to the parent process to build: the parent has
-the statistics to render first (about 15 ms), this process the cross-flow phase ..."""
+on one flow), the share a judge process hands to the parent process to build: the parent also
+renders the statistics then (about 15 ms), this process runs the cross-flow phase ..."""
 SHARE_MIN = 200
 """... when there are at least this many: below, handing them over costs about what it saves."""
 
@@ -148,8 +148,21 @@ class StreamJudge:
         """Is there a generated matcher to make (RuleIndex.prepare)?"""
         return self.local_index.unprepared() or self.cross_index.unprepared()
 
-    def prepare(self) -> None:
-        """Make one generated matcher (a judge process, while no record waits)."""
+    def defer(self) -> None:
+        """From now on ``add`` only matches and counts; the findings are made by ``work`` (when
+        no record waits) or at the end."""
+        self.evaluator.eager = False
+
+    def pending(self) -> bool:
+        """Is there work for ``work``: findings ``add`` left (``defer``), matchers to generate?"""
+        return self.evaluator.pending() or self.unprepared()
+
+    def work(self, limit: int) -> None:
+        """Make up to ``limit`` of the findings ``add`` left, else one generated matcher (1-5 ms,
+        once per flow class): a judge process's work while no record waits."""
+        if self.evaluator.pending():
+            self.evaluator.work(limit)
+            return
         for index in (self.local_index, self.cross_index):
             if index.unprepared():
                 index.prepare()
