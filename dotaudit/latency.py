@@ -38,16 +38,6 @@ def _new_sketch() -> LogCollapsingLowestDenseDDSketch:
     return LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, BIN_LIMIT)
 
 
-def sketch_add(s, val) -> None:
-    """``s.add(val)``."""
-    sketch_add_pairs(((s, val),))
-
-
-def sketch_add_all(s, values) -> None:
-    """``s.add(v)`` for every value in turn."""
-    sketch_add_pairs([(s, v) for v in values])
-
-
 def sketch_add_pairs(pairs) -> None:
     """``s.add(v)`` for every (sketch, value) in turn (all of a flow's), with ddsketch's five
     calls inlined for the common case, a positive value inside the bins the store already has

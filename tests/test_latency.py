@@ -160,11 +160,11 @@ def test_add_skips_other_and_empty():
 
 
 def test_sketch_add_is_ddsketch_add():
-    """latency.sketch_add (ddsketch's add inlined) leaves a sketch exactly as DDSketch.add does:
+    """latency.sketch_add_pairs (ddsketch's add inlined) leaves a sketch exactly as DDSketch.add does:
     bins, offsets, ranges, collapsing, zero and negative values, sums, min and max."""
     import random
 
-    from dotaudit.latency import _new_sketch, sketch_add, sketch_add_all, sketch_to_json
+    from dotaudit.latency import _new_sketch, sketch_add_pairs, sketch_to_json
 
     rnd = random.Random(11)
     values = [0, 0.0, 1, 2, 3.5, -1.25, 1e-300, 5e-324, -5e-324, 1e300, True]
@@ -175,9 +175,9 @@ def test_sketch_add_is_ddsketch_add():
         theirs, mine, batched = _new_sketch(), _new_sketch(), _new_sketch()
         for v in order:
             theirs.add(v)
-            sketch_add(mine, v)
-        for i in range(0, len(order), 37):   # sketch_add_all: the same, a list at a time
-            sketch_add_all(batched, order[i:i + 37])
+            sketch_add_pairs([(mine, v)])
+        for i in range(0, len(order), 37):   # the same, several values at a time
+            sketch_add_pairs([(batched, v) for v in order[i:i + 37]])
         for m in (mine, batched):
             assert sketch_to_json(m) == sketch_to_json(theirs)
             for a, b in ((m._store, theirs._store), (m._negative_store, theirs._negative_store)):

@@ -437,28 +437,23 @@ def _or_groups(args: Iterable[Any]) -> list[tuple]:
             seen: dict[str, bool] = {}   # a string's answer: list fields repeat (offered suites)
 
             def contains_any(x: Any, needles_t=needles_t, seen=seen) -> bool:
-                if x.__class__ is str:
-                    hit = seen.get(x)
-                    if hit is not None:
-                        return hit
-                    s = x.lower()
-                    hit = False
-                    for n in needles_t:
-                        if n in s:
-                            hit = True
-                            break
-                    if len(seen) >= MEMO_SIZE:
-                        seen.clear()
-                    seen[x] = hit
+                hit = seen.get(x) if x.__class__ is str else None
+                if hit is not None:
                     return hit
                 s = _as_text(x)
                 if s is None:
                     return False
                 s = s.lower()
+                hit = False
                 for n in needles_t:
                     if n in s:
-                        return True
-                return False
+                        hit = True
+                        break
+                if x.__class__ is str:
+                    if len(seen) >= MEMO_SIZE:
+                        seen.clear()
+                    seen[x] = hit
+                return hit
 
             tests.append(contains_any)
         groups.append(("tests", field, tests))

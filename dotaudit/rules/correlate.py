@@ -348,11 +348,11 @@ class Correlator:
         if is_failed_dot(flow):
             self.by_client_dot_failures[client].append(
                 {"id": flow.get("id"), "first_ts": flow.get("first_ts"), "last_ts": flow.get("last_ts")})
-        if is_dot_attempt(flow) and is_full_handshake(flow):
+        if is_full_handshake(flow):
             self.full_handshakes[pair] += 1
-        if is_dot_attempt(flow) and is_resumed_handshake(flow):
+        if is_resumed_handshake(flow):
             self.resumed_handshakes[pair] += 1
-        if is_dot_attempt(flow) and queries_on(flow) == 1:
+        if queries_on(flow) == 1:
             self.single_query[pair] += 1
 
     def annotate(self, flow: dict) -> dict:
