@@ -185,3 +185,29 @@ def test_sketch_add_is_ddsketch_add():
                     (b.bins, b.offset, b.min_key, b.max_key, b.count, b.is_collapsed)
             assert [m.get_quantile_value(q) for q in (0.01, 0.5, 0.99)] == \
                 [theirs.get_quantile_value(q) for q in (0.01, 0.5, 0.99)]
+
+
+def test_summary_quantiles_are_ddsketch_quantiles():
+    """summarize finds a quantile's bin in running sums made once (not ddsketch's loop over the
+    bins per quantile): the same bins, for sketches with zero, negative, tiny and huge values."""
+    import random
+
+    from dotaudit.latency import QUANTILES, _r
+
+    rnd = random.Random(5)
+    for trial in range(400):
+        s = _new_sketch()
+        for _ in range(rnd.randint(1, 400)):
+            r = rnd.random()
+            if r < 0.03 * (trial % 4):
+                s.add(0.0)
+            elif r < 0.05 * (trial % 3):
+                s.add(-rnd.expovariate(0.1))
+            else:
+                s.add(rnd.lognormvariate(rnd.uniform(-3, 8), rnd.uniform(0.1, 3)))
+        if trial % 50 == 0:
+            s.add(10.0 ** rnd.uniform(200, 300))   # past BIN_LIMIT: the store collapses
+        out = summarize(s)
+        for name, q in QUANTILES:
+            v = s.get_quantile_value(q)
+            assert out[name] == _r(min(max(v, s._min), s._max)), (trial, name)
