@@ -21,6 +21,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 from collections import deque
 from typing import Optional
 
@@ -31,6 +32,8 @@ from .latency import LatencyStats
 
 _LEN = struct.Struct("<I")
 MAX_FDS = 8
+INLINE_BYTES = 1 << 16        # a message larger than this travels in a file (its descriptor)
+IN_FILE = 0xFFFFFFFF          # the length that says so
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
 CHUNK_BYTES = 1 << 16        # records are sent in chunks of about 64 KiB ...
@@ -348,7 +351,16 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
 
 def _send(sock: socket.socket, msg: dict, fds: list[int]) -> None:
     data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    socket.send_fds(sock, [_LEN.pack(len(data))], fds[:MAX_FDS])
+    fds = fds[:MAX_FDS - 1]
+    if len(data) > INLINE_BYTES:
+        # more than a socket buffer takes (the statistics: a few hundred KiB): in a file, so
+        # this process goes on at once instead of waiting for the other to read it
+        with tempfile.TemporaryFile(prefix="dotaudit-msg-") as file:
+            file.write(data)
+            file.flush()
+            socket.send_fds(sock, [_LEN.pack(IN_FILE)], [*fds, file.fileno()])
+        return
+    socket.send_fds(sock, [_LEN.pack(len(data))], fds)
     sock.sendall(data)
 
 
@@ -357,6 +369,13 @@ def _recv(sock: socket.socket):
     if len(head) < 4:
         return None, fds
     (n,) = _LEN.unpack(head)
+    if n == IN_FILE and fds:
+        fd = fds.pop()
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            os.close(fd)
+        return pickle.loads(data), fds
     chunks = []
     while n:
         b = sock.recv(min(n, 1 << 20))

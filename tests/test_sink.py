@@ -118,3 +118,30 @@ def test_abort_stops_the_judge_process(gateway):
     assert {t.name for t in threading.enumerate()} <= before
     assert children() <= kids   # the judge process is gone, not even a zombie
     assert set(os.listdir(f"/proc/{os.getpid()}/fd")) <= fds
+
+
+def test_large_messages_travel_in_a_file():
+    """A message larger than a socket buffer goes in a file whose descriptor travels with the
+    other descriptors: the sender does not wait for the reader (the statistics are a few
+    hundred KiB; the judge process goes on to the last findings at once)."""
+    import socket
+    import tempfile
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    big = {"latency": list(range(300_000)), "text": "x" * 100_000}
+    with tempfile.TemporaryFile() as extra:
+        extra.write(b"spool")
+        extra.flush()
+        sink._send(a, big, [extra.fileno()])          # returns at once: nobody reads yet
+        sink._send(a, {"small": 1}, [])
+        got, fds = sink._recv(b)
+        assert got == big and len(fds) == 1
+        assert os.pread(fds[0], 5, 0) == b"spool"
+        os.close(fds[0])
+        assert sink._recv(b) == ({"small": 1}, [])
+    before = set(os.listdir(f"/proc/{os.getpid()}/fd"))
+    sink._send(a, big, [])
+    assert sink._recv(b)[0] == big
+    assert set(os.listdir(f"/proc/{os.getpid()}/fd")) <= before   # the message file is closed
+    a.close()
+    b.close()
