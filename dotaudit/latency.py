@@ -189,6 +189,24 @@ class Group:
         return g
 
 
+_TLS_READ = ("established", "early_data_offered", "early_data_records", "version", "resumed")
+
+
+def stats_view(rec: dict) -> dict:
+    """What ``LatencyStats.add`` reads of a flow record (``add`` of the view counts the same): a
+    judge process's main process keeps it, not the whole record, for each flow still open at
+    the end of the capture (sink.ProcessSink.mark_tail)."""
+    server, tcp, tls = rec.get("server"), rec.get("tcp"), rec.get("tls")
+    return {
+        "class": rec.get("class"),
+        "timing": rec.get("timing"),
+        "server": {"ip": server.get("ip")} if isinstance(server, dict) and "ip" in server else server,
+        "tcp": {"tfo": tcp.get("tfo"), "tfo_data": tcp.get("tfo_data")} if tcp else tcp,
+        "tls": {k: tls.get(k) for k in _TLS_READ} if tls else tls,
+        "bytes": rec.get("bytes"),
+    }
+
+
 class LatencyStats:
     """``add(flow_record)`` per flow; ``to_json()`` for ``stats.latency``; mergeable."""
 

@@ -65,6 +65,11 @@ class Collector:
                 self.latency.add(rec)
                 self.records.add(rec)
 
+    def mark_tail(self) -> None:
+        """The flows from now on are those still open at the end (sink.RecordSink.mark_tail)."""
+        if self.sink is not None:
+            self.sink.mark_tail()
+
     def finish(self) -> None:
         if self.sink is not None:
             self.records, self.latency, self.flow_findings = self.sink.finish()
@@ -130,6 +135,7 @@ def _run_files(paths, options, collector: Collector, progress: bool):
                 _read_input(index, path, info, packets, hasher, table, collector, scanner, bar)
             finally:
                 hasher.close()   # also when the input turns out not to be a capture
+    collector.mark_tail()
     table.finish_all()
     if scanner is not None:
         scanner.close()

@@ -6,6 +6,10 @@ serialises each record onto a pipe and goes on, while the other core keeps the s
 stores the record and judges it.  The records arrive in the same order, so the results are the
 same (tests/test_sink.py); on one CPU, or with DOTAUDIT_NO_FORK=1, the in-process sink is used.
 
+The flows still open at the end of the capture come in one burst, which the judge process is
+last to finish: their statistics are counted by the main process instead (``mark_tail``), while
+the judge process judges them.  The pipe is closed as soon as the last record is in it.
+
 At ``finish`` the judge process sends back, over a Unix socket, its state (pickled) and the
 descriptors of its spill files (SCM_RIGHTS), so no record is copied twice.
 """
@@ -28,7 +32,7 @@ from typing import Optional
 import orjson
 
 from .flows.store import FlowStore
-from .latency import LatencyStats
+from .latency import LatencyStats, stats_view
 
 _LEN = struct.Struct("<I")
 MAX_FDS = 8
@@ -39,6 +43,7 @@ PIPE_SIZE = 1 << 20
 CHUNK_BYTES = 1 << 16        # records are sent in chunks of about 64 KiB ...
 OUT_BYTES = 3 << 20          # ... at most 3 MiB of them waiting for room in the pipe
 READ_SIZE = 1 << 20
+TAIL_SLICE = 64             # records counted (mark_tail) between two writes to the pipe
 IDLE_WORK = 16               # findings made between two looks at the pipe (about 0.5 ms)
 
 
@@ -66,6 +71,8 @@ class RecordSink:
 
     def __init__(self, judge=None, defer: bool = False):
         self.latency = LatencyStats()
+        self.tail: Optional[LatencyStats] = None   # statistics of the records after ``mark_tail``
+        self._count = self.latency.add             # where a record's statistics go
         self.records = FlowStore()
         self.judge = judge
         # a judge that can leave work for idle moments (StreamJudge) does, when ``defer``
@@ -76,7 +83,7 @@ class RecordSink:
             self.deferred.defer()
 
     def add(self, rec: dict) -> None:
-        self.latency.add(rec)
+        self._count(rec)
         if self.judge is not None:
             try:
                 self.judge.add(rec)
@@ -84,6 +91,18 @@ class RecordSink:
                 raise judging_failed(exc) from exc
         else:
             self.records.add(rec)
+
+    def mark_tail(self, count: bool = True) -> None:
+        """The records from now on are the flows still open at the end of the capture: with a
+        judge, their statistics are counted apart and merged in at ``finish`` (``count``), or
+        not at all here (a judge process: the main process counts them while this one judges
+        them).  Either way the result is the same (the merge is not sequential adds: sums of
+        floats may differ in their last bit), so both kinds of sink give the same report.
+        Without a judge, nothing changes: a judge process then keeps up with the records."""
+        if self.judge is None:
+            return
+        self.tail = LatencyStats() if count else None
+        self._count = self.tail.add if count else _skip
 
     def pending(self) -> bool:
         """Is there work for ``work`` (StreamJudge.pending)?"""
@@ -97,16 +116,22 @@ class RecordSink:
         except Exception as exc:   # noqa: BLE001 - as in add
             raise judging_failed(exc) from exc
 
-    def finish(self, share=None):
-        """(flow store, latency stats, flow findings store or None).  ``share``: hand part of
-        the last work to the parent process (Evaluator.flow_findings)."""
+    def finish(self):
+        """(flow store, latency stats, flow findings store or None)."""
+        if self.tail is not None:
+            self.latency.merge(self.tail)
+            self.tail = None
         findings = None
         if self.judge is not None:
             try:
-                findings = self.judge.finish_flows(share) if share is not None else self.judge.finish_flows()
+                findings = self.judge.finish_flows()
             except Exception as exc:   # noqa: BLE001
                 raise judging_failed(exc) from exc
         return self.records, self.latency, findings
+
+
+def _skip(rec: dict) -> None:
+    pass
 
 
 def can_fork() -> bool:
@@ -169,17 +194,58 @@ class ProcessSink:
         self.broken = False
         self._dumps = orjson.dumps
         self._pack = _LEN.pack
+        self.tail: Optional[list] = None   # the records after ``mark_tail``, for their statistics
         self.latency: Optional[LatencyStats] = None
         self.latency_json = None   # its stats.latency, rendered while the judge process finishes
         self.records: Optional[FlowStore] = None
 
     def add(self, rec: dict) -> None:
+        if self.tail is not None:
+            self.tail.append(stats_view(rec))
         data = self._dumps(rec)
         self.chunk.append(self._pack(len(data)))
         self.chunk.append(data)
         self.chunk_bytes += len(data) + 4
         if self.chunk_bytes >= CHUNK_BYTES:
             self._flush()
+
+    def mark_tail(self) -> None:
+        """The records from now on are the flows still open at the end of the capture: this
+        process counts their statistics (RecordSink.mark_tail) at ``finish``, while the judge
+        process, which would come last, judges them.  An empty record tells it.  Without a
+        judge (no rules) it keeps up with the records, and counts them all."""
+        if self.judge is None:
+            return
+        self.chunk.append(self._pack(0))
+        self.chunk_bytes += 4
+        self.tail = []
+
+    def _tail_stats(self) -> Optional[LatencyStats]:
+        """The statistics of the records after ``mark_tail``, counted while the judge process
+        catches up: the pipe is fed between slices of them."""
+        if self.tail is None:
+            return None
+        stats = LatencyStats()
+        count, tail = stats.add, self.tail
+        self.tail = None
+        for i in range(0, len(tail), TAIL_SLICE):
+            for rec in tail[i:i + TAIL_SLICE]:
+                count(rec)
+            if self.wfd >= 0:
+                self._write(block=False)
+                if not self.out:
+                    self._close_pipe()
+        return stats
+
+    def _close_pipe(self) -> None:
+        """Write what waits and close the pipe: the judge process then knows it has every
+        record (and goes on to the end while this process is still busy)."""
+        if self.wfd < 0:
+            return
+        if not self.broken:
+            self._write(block=True)
+        os.close(self.wfd)
+        self.wfd = -1
 
     def _flush(self) -> None:
         if self.broken:
@@ -218,41 +284,28 @@ class ProcessSink:
         gc.unfreeze()
         if self.chunk:
             self._flush()
-        if not self.broken:
-            self._write(block=True)
+        tail = self._tail_stats()
+        self._close_pipe()
         try:   # a LazyJudge: this process's rules, while the judge process catches up
             self.judge = judge_of(self.judge)
         except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
             self.abort()
             raise judging_failed(exc) from exc
-        os.close(self.wfd)
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
         # what the judge process sends before its results: the statistics (complete at the end
-        # of the records), then the findings it hands over; both are worked on here while it
-        # finishes the rules, the aggregates first (it waits for nothing else)
+        # of the records), rendered here while it finishes the rules
         first, fds = _recv(self.sock)
         latency = None
         if first is not None and "latency" in first:
             latency = first["latency"]
-            work, fds = _recv(self.sock)
-        else:
-            work = first
-        mine = None
-        if work is not None and "items" in work:
-            if work["items"]:
-                from .findings import sort_key
-                from .spill import RecordStore, Spool
-                spool = Spool(os.fdopen(fds[0], "r+b"))
-                mine = RecordStore(key=sort_key)
-                self.judge.evaluator.build_items(work["items"], spool, mine)
-                spool.close()
-            if latency is not None:
-                from .report.json import prerender
-                self.latency_json = prerender(latency.to_json())
+            if tail is not None:
+                latency.merge(tail)
+            from .report.json import prerender
+            self.latency_json = prerender(latency.to_json())
             msg, fds = _recv(self.sock)
         else:
-            msg = work
+            msg = first
         self.sock.close()
         _, status = os.waitpid(self.pid, 0)
         if msg is None or msg.get("error"):
@@ -262,9 +315,6 @@ class ProcessSink:
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
-        if mine is not None:
-            findings.absorb(mine)
-            mine.close()
         if self.judge is not None:
             self.judge.store = records
         return records, latency, findings
@@ -279,11 +329,16 @@ class ProcessSink:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-        for close in (lambda: os.close(self.wfd), self.sock.close):
+        if self.wfd >= 0:
             try:
-                close()
+                os.close(self.wfd)
             except OSError:
                 pass
+            self.wfd = -1
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     def _failure(self) -> Optional[str]:
         try:
@@ -320,7 +375,10 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                 end = pos + 4 + size
                 if end > n:
                     break
-                add(loads(buf[pos + 4:end]))
+                if size:
+                    add(loads(buf[pos + 4:end]))
+                else:   # the main process counts the statistics of the records that follow
+                    sink.mark_tail(count=False)
                 pos = end
             if sink.pending() and not poll.poll(0):
                 sink.work()
@@ -330,12 +388,9 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                 break
             buf = buf[pos:] + chunk
             pos = 0
-        def share(items, spool) -> None:
-            _send(sock, {"items": items}, [spool.file.fileno()] if items else [])
-
         # the statistics are complete: the main process renders them while the rules finish
         _send(sock, {"latency": sink.latency}, [])
-        records, latency, findings = sink.finish(share)
+        records, latency, findings = sink.finish()
         fds: list[int] = []
         msg = {"records": _export_flow_store(records, fds),
                "findings": _export_record_store(findings, fds) if findings is not None else None}

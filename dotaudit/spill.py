@@ -150,16 +150,6 @@ class RecordStore:
     def to_list(self) -> list[dict]:
         return list(self)
 
-    def absorb(self, other: "RecordStore") -> None:
-        """Add every record of ``other`` (same key), spilled lines copied as they are."""
-        if other.records is not None or self.records is not None:
-            for rec in other:
-                self.add(rec)
-            return
-        raw, put_raw, index = other.spool.raw, self.spool.put_raw, self.index
-        for e in other.index:
-            index.append(e[:-2] + put_raw(raw(e[-2:])))
-
     def export_state(self) -> dict:
         """What ``from_state`` needs, besides the spool file (handed over by descriptor)."""
         return {"spill_at": self.spill_at, "records": self.records, "index": self.index}

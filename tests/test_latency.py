@@ -211,3 +211,53 @@ def test_summary_quantiles_are_ddsketch_quantiles():
         for name, q in QUANTILES:
             v = s.get_quantile_value(q)
             assert out[name] == _r(min(max(v, s._min), s._max)), (trial, name)
+
+
+def test_stats_counted_apart_and_merged():
+    """With rules, a sink's statistics of the flows still open at the end are counted apart
+    (sink.mark_tail) and merged in: the counters, sketches and summaries are those of one
+    LatencyStats.  A judge process counts none of them (its main process does, from a view of
+    each record: latency.stats_view); without rules nothing is split."""
+    from dotaudit.latency import stats_view
+    from dotaudit.pipeline import make_judge
+    from dotaudit.sink import RecordSink
+
+    report = audit([str(p) for p in SET_A + SET_B if p.exists()], evaluate_rules=False)
+    flows = json.loads(json.dumps(list(report["flows"])))
+    assert len(flows) > 20
+    half = len(flows) // 2
+
+    def fed(sink, count=True):
+        for i, rec in enumerate(flows):
+            if i == half:
+                sink.mark_tail(count=count)
+            sink.add(json.loads(json.dumps(rec)))
+        return sink.finish()[1]
+
+    one, views = LatencyStats(), LatencyStats()
+    for rec in flows:
+        one.add(rec)
+        views.add(stats_view(rec))
+    assert json.dumps(views.to_json(), sort_keys=True) == json.dumps(one.to_json(), sort_keys=True)
+    assert json.dumps(fed(RecordSink()).to_json(), sort_keys=True) == json.dumps(one.to_json(), sort_keys=True)
+    _close(one.to_json(), fed(RecordSink(make_judge())).to_json())   # sums: the last bit may differ
+    counted = fed(RecordSink(make_judge()), count=False)
+    assert sum(g.counters["flows"] for g in counted.groups.values()) == \
+        sum(1 for rec in flows[:half] if rec.get("class") != "other" and rec.get("timing"))
+
+
+def _close(a, b) -> None:
+    """Equal, floats to within rounding: a sum's last bit, or the third decimal of a mean whose
+    sum fell on the other side of a half."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=0.0011)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            _close(a[k], b[k])
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _close(x, y)
+    else:
+        assert a == b

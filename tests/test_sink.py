@@ -12,7 +12,6 @@ from dotaudit.flows.store import FlowStore
 from dotaudit.report.json import Rendered, render
 from dotaudit.spill import RecordStore
 from dotaudit.pipeline import audit, options_from_policy, run_files
-from dotaudit.rules import stream
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = [ROOT / "pcaps" / "gateway" / "mixed.pcap", ROOT / "pcaps" / "leak" / "fallback-after-dot-failure.pcap",
@@ -26,8 +25,6 @@ def _audit(paths, monkeypatch, fork: bool, spill_at: int) -> dict:
         m.setattr(FlowStore.__init__, "__defaults__", (spill_at,))
         m.setattr(RecordStore.__init__, "__defaults__", (spill_at, None, None))   # findings spill too
         m.setattr(sink, "can_fork", lambda: fork)
-        if spill_at < 10:   # and the judge process hands aggregates to this one however few
-            m.setattr(stream, "SHARE_MIN", 0)
         report = audit([str(p) for p in paths])
     report.pop("generated_at")
     return report
@@ -145,3 +142,44 @@ def test_large_messages_travel_in_a_file():
     assert set(os.listdir(f"/proc/{os.getpid()}/fd")) <= before   # the message file is closed
     a.close()
     b.close()
+
+
+class _SlowLazyJudge:
+    """A LazyJudge whose main-process copy takes long to make, and notes whether the judge
+    process had already sent its statistics by the time it was asked for."""
+
+    def __init__(self):
+        from dotaudit.pipeline import make_judge
+
+        self.parent = os.getpid()
+        self.make = make_judge
+        self.sink = None
+        self.child_was_done = None
+
+    def get(self):
+        import select
+
+        if os.getpid() != self.parent:
+            return self.make()
+        if self.child_was_done is None:
+            # the judge process reads to the end of the records and sends the statistics
+            # without waiting for this process to make its own judge
+            self.child_was_done = bool(select.select([self.sink.sock], [], [], 20)[0])
+        return self.make()
+
+
+def test_judge_process_finishes_without_waiting_for_the_main_process(monkeypatch, gateway):
+    """The pipe is closed as soon as the last record is in it (sink.ProcessSink._close_pipe),
+    before the main process counts the statistics of the last flows and loads its own rules."""
+    import dotaudit.pipeline as pipeline
+
+    judge = _SlowLazyJudge()
+
+    def make_sink(j=None, *, fork=None):
+        judge.sink = sink.ProcessSink(j)
+        return judge.sink
+
+    monkeypatch.setattr(pipeline, "make_sink", make_sink)
+    _infos, collector, _table = run_files([str(gateway)], options_from_policy(None), judge=judge, fork=True)
+    assert judge.child_was_done is True
+    assert len(collector.records) > 1000 and collector.flow_findings

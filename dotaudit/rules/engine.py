@@ -8,7 +8,6 @@ findings as JSON-ready dicts, deduplicated and sorted (severity desc, rule_id, f
 
 from __future__ import annotations
 
-import pickle
 import re
 from sys import intern as _intern
 from collections import defaultdict, deque
@@ -501,8 +500,6 @@ def _pair_key(flow: dict) -> tuple:
 _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
 
 
-ITEMS_BATCH = 500
-"""Aggregates per pickled batch that ``hand_out`` writes for another process."""
 GROUP_SAMPLE = 3
 """An aggregated finding keeps this many (projected) flows for its evidence and message."""
 BASE_PATHS = ("id", "class", "transport", "first_ts", "last_ts", "client", "server", "first_frame",
@@ -798,41 +795,6 @@ class Evaluator:
         """Are there findings ``add`` left for ``work``?"""
         return bool(self.stale or self.singles)
 
-    def hand_out(self, share, fraction: float, final: Callable[[str], bool], minimum: int = 0) -> None:
-        """Give ``share(batches, spool)`` about ``fraction`` of the aggregates whose rule is
-        ``final`` (no more flows can join them) and whose finding is not made yet, and of the
-        findings on one flow not made yet, when there are at least ``minimum`` of both, and
-        forget them here: ``build_items`` turns them into findings in another process, while
-        this one goes on.  They are written to ``spool``
-        (next to their sample flows) as pickled batches of work items; ``batches`` are the
-        batches' spool references (``share`` is called, with none, in any case)."""
-        mine = [(key, group) for key, group in self.groups.items() if group.built is None and final(key[0])]
-        singles = self.singles
-        if len(mine) + len(singles) < minimum:
-            fraction = 0.0
-        given = mine[int(len(mine) * (1 - fraction)):]
-        put_raw, specs, batches = self.spool.put_raw, self.specs, []
-        # a projection kept in memory (_Group.fresh) goes with its item, pickled
-        items = [(key[0], group.draft, group.sample if group.draft is None else None, group.totals(specs[key[0]]),
-                  group.fresh) for key, group in given]
-        # findings on one flow, with what they read (whole flows stay here: they are large)
-        kept = []
-        for _ in range(int(len(singles) * fraction)):
-            rule, flow = singles.pop()
-            if specs[rule.name].projectable:
-                items.append((rule.name, None, [], _ALONE, flow))
-            else:
-                kept.append((rule, flow))
-        singles.extend(kept)
-        for i in range(0, len(items), ITEMS_BATCH):
-            batches.append(put_raw(pickle.dumps(items[i:i + ITEMS_BATCH], protocol=pickle.HIGHEST_PROTOCOL)))
-        self.spool.flush()
-        share(batches, self.spool)
-        stale = self.stale
-        for key, _ in given:
-            del self.groups[key]
-            stale.pop(key, None)
-
     def flow_findings(self) -> RecordStore:
         """The findings on flows (aggregates completed), not yet sorted."""
         findings = self.findings
@@ -854,15 +816,6 @@ class Evaluator:
         self.groups = {}
         self.stale = {}
         return findings
-
-    def build_items(self, batches, spool: Spool, out: RecordStore) -> None:
-        """Findings, into ``out``, from the batches of work items ``hand_out`` wrote to
-        ``spool``, one batch in memory at a time."""
-        get = spool.get
-        for ref in batches:
-            for name, draft, sample, totals, fresh in pickle.loads(spool.raw(ref)):
-                rule = self.by_name[name]
-                out.add(_group_finding(rule, draft, sample, get, totals, fresh))
 
     def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.

@@ -30,12 +30,6 @@ from dotaudit.rules.model import Rule
 from dotaudit.rules.policy import Policy
 
 CROSS_PATHS = frozenset("correlations." + f for f in CROSS_FACTS)
-SHARE = 0.35
-"""Of the findings not yet made when the last flow arrives (aggregates that are final, findings
-on one flow), the share a judge process hands to the parent process to build: the parent also
-renders the statistics then (about 15 ms), this process runs the cross-flow phase ..."""
-SHARE_MIN = 200
-"""... when there are at least this many: below, handing them over costs about what it saves."""
 
 
 def detection_fields(rule: Rule) -> Optional[set[str]]:
@@ -100,7 +94,6 @@ class StreamJudge:
         cross = [r for r in flow_rules if reads_cross_facts(r)]
         self.local_index = RuleIndex(r for r in flow_rules if r not in cross)
         self.cross_index = RuleIndex(cross)
-        self.cross_names = frozenset(r.name for r in cross)
         self.has_cross = bool(cross)
         self.dot = array("q")                                     # positions of DoT attempts
         # DoT attempts of a spilled store are judged at the end from a view (the paths the
@@ -174,13 +167,8 @@ class StreamJudge:
             flow_findings = self.finish_flows()
         return self.evaluator.result(report, flow_findings)
 
-    def finish_flows(self, share=None):
-        """Cross-flow facts and the rules that read them; the findings on flows.  ``share``:
-        hand most aggregates of the other rules (final already) to another process first
-        (Evaluator.hand_out)."""
-        if share is not None:
-            cross = self.cross_names
-            self.evaluator.hand_out(share, SHARE, lambda name: name not in cross, SHARE_MIN)
+    def finish_flows(self):
+        """Cross-flow facts and the rules that read them; the findings on flows."""
         store = self.store
         if self.has_cross:
             todo = set(self.dot)

@@ -96,14 +96,11 @@ def gateway_flows(tmp_path_factory, stress_frames, write_pcap, policy):
     return flows
 
 
-def _evaluated(flows, rules, policy, *, eager: bool, seed: int = 0, share: float = 0.0) -> list[dict]:
-    """Findings of an Evaluator fed ``flows``; deferred: ``work`` done at random moments, and
-    ``share`` of the aggregates handed out (as to the main process) at the end."""
+def _evaluated(flows, rules, policy, *, eager: bool, seed: int = 0) -> list[dict]:
+    """Findings of an Evaluator fed ``flows``; deferred: ``work`` done at random moments."""
     import random
 
-    from dotaudit.findings import sort_key
     from dotaudit.rules.engine import Evaluator
-    from dotaudit.spill import RecordStore
 
     ev = Evaluator(rules, policy)
     ev.eager = eager
@@ -112,22 +109,17 @@ def _evaluated(flows, rules, policy, *, eager: bool, seed: int = 0, share: float
         ev.add(flow)
         if not eager and rnd.random() < 0.2:
             ev.work(rnd.randint(1, 5))
-    theirs = RecordStore(key=sort_key)
-    if share:
-        ev.hand_out(lambda batches, spool: ev.build_items(batches, spool, theirs), share, lambda name: True)
-    findings = ev.flow_findings()
-    findings.absorb(theirs)
-    return ev.result({}, findings).to_list()
+    return ev.result({}, ev.flow_findings()).to_list()
 
 
 def test_deferred_findings_equal_eager_ones(gateway_flows, policy):
     """A judge process makes findings when it has time (Evaluator.work), or leaves them for the
-    end, where part goes to the main process: the findings are the same as made at once."""
+    end: the findings are the same as made at once."""
     rules = load_rules()
     eager = _evaluated(gateway_flows, rules, policy, eager=True)
     assert len(eager) > 100 and any(f["count"] >= 3 for f in eager) and any(f["count"] == 2 for f in eager)
-    for seed, share in ((1, 0.0), (2, 0.7), (3, 1.0)):
-        assert _evaluated(gateway_flows, rules, policy, eager=False, seed=seed, share=share) == eager
+    for seed in (1, 2, 3):
+        assert _evaluated(gateway_flows, rules, policy, eager=False, seed=seed) == eager
 
 
 def test_work_makes_the_stale_findings_oldest_first(gateway_flows, policy):
