@@ -236,24 +236,27 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
         _die(EXIT_INTERNAL, str(exc))
     except KeyboardInterrupt:
         _die(130, "interrupted")
-    # What is alive now (the rules, the flow table's leftovers) lives until the report is
-    # written and the process exits: the collector's first passes over it (6-16 ms, most of it
-    # the rules loaded at the end) buy nothing.
+    # What is alive now (the flow table's leftovers, the rules if loaded here) lives until the
+    # report is written and the process exits: the collector's passes over it buy nothing.
     gc.freeze()
     report = assemble(infos, collector, table)
+    rules = None
     if judge is not None:
         try:
-            judge = judge_of(judge)   # made already by now, unless no flow was judged
+            # the judge process judged the capture too: the rules are loaded here only when
+            # there was none (one CPU), or for junit (a test case per rule)
+            if not collector.capture_judged or "junit" in formats:
+                judge = judge_of(judge)
+                rules = judge.evaluator.rules
         except RuleError as exc:
             _die(EXIT_USAGE, str(exc))
         if progress:
             from rich.console import Console
             with Console(stderr=True).status(f"correlating {len(report['flows'])} flows across the capture"):
-                finish_rules(report, judge, collector.flow_findings)
+                finish_rules(report, judge, collector.flow_findings, collector.capture_judged)
         else:
-            finish_rules(report, judge, collector.flow_findings)
+            finish_rules(report, judge, collector.flow_findings, collector.capture_judged)
     finalize_summary(report)
-    rules = judge.evaluator.rules if judge is not None else None
     _write_outputs(report, formats, output, rules=rules, fail_on=fail_on, ocsf_class=ocsf_class, redact=redact,
                    redact_key=redact_key)
     for info in report["inputs"]:

@@ -11,7 +11,7 @@ import gc
 import os
 import sys
 from contextlib import nullcontext
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from . import SCHEMA_VERSION, __version__
 from .capture import fast
@@ -43,6 +43,7 @@ class Collector:
         self.records = FlowStore() if sink is None else None
         self.latency = LatencyStats() if sink is None else None
         self.flow_findings = None
+        self.capture_judged = False   # flow_findings holds the capture rules' findings too
         self.latency_json = None   # stats.latency made ahead (report/json.prerender), if it was
         self.damage = [0, 0, 0]   # malformed DNS messages, broken DNS/TCP framings, flows with bad TLS
         self.by_class: dict[str, int] = {c: 0 for c in CLASSES}
@@ -70,9 +71,12 @@ class Collector:
         if self.sink is not None:
             self.sink.mark_tail()
 
-    def finish(self) -> None:
+    def finish(self, capture: Optional[dict] = None) -> None:
+        """``capture``: the inputs and packet statistics of the report (capture_view), for the
+        capture rules, which a sink with a judge evaluates with the rest."""
         if self.sink is not None:
-            self.records, self.latency, self.flow_findings = self.sink.finish()
+            self.records, self.latency, self.flow_findings = self.sink.finish(capture)
+            self.capture_judged = capture is not None and self.flow_findings is not None
             self.latency_json = self.sink.latency_json
             self.sink = None
 
@@ -140,8 +144,21 @@ def _run_files(paths, options, collector: Collector, progress: bool):
     if scanner is not None:
         scanner.close()
         table.scanner = None
-    collector.finish()
+    collector.finish(capture_view(infos, table))
     return infos, collector, table
+
+
+def packet_stats(table: FlowTable) -> dict:
+    """The report's ``stats.packets``."""
+    st = table.stats.to_json()
+    st["fragments_dropped"] = table.defrag.dropped
+    return st
+
+
+def capture_view(infos: list[CaptureInfo], table: FlowTable) -> dict:
+    """What the capture rules read of the report (rules/engine.capture_record): its inputs and
+    packet statistics, known once the capture is read."""
+    return {"inputs": [i.to_json() for i in infos], "stats": {"packets": packet_stats(table)}}
 
 
 def _read_input(index, path, info, packets, hasher, table, collector, scanner, bar) -> None:
@@ -198,8 +215,7 @@ def assemble(infos: list[CaptureInfo], collector: Collector, table: FlowTable) -
     """The report dict without findings: inputs, flows (numbered), summary, stats, skipped."""
     records = collector.records
     records.number()
-    st = table.stats.to_json()
-    st["fragments_dropped"] = table.defrag.dropped
+    st = packet_stats(table)
     dns_malformed, dns_tcp_errors, tls_malformed = collector.damage
     skipped = []
     for idx, info in enumerate(infos):
@@ -270,7 +286,7 @@ def audit(paths: Sequence[str], *, policy=None, rules=None, options: AnalysisOpt
     infos, collector, table = run_files(paths, options, progress=progress, judge=judge)
     report = assemble(infos, collector, table)
     if judge is not None:
-        finish_rules(report, judge, collector.flow_findings)
+        finish_rules(report, judge, collector.flow_findings, collector.capture_judged)
     finalize_summary(report)
     for key in ("flows", "findings"):
         store = report[key]
@@ -322,9 +338,9 @@ class LazyJudge:
 
     ``audit`` hands one to the judge process, which makes it (and, when the rule directories'
     parsed-rule caches showed the set valid, loads the rules: ``rules_cached``) while the first
-    packets are read; the main process makes its own copy, for the end (capture rules, the
-    findings the judge process hands over), while it waits for the judge process at the end of
-    the capture.  ``sink.judge_of`` gives the judge of either kind."""
+    packets are read, and judges the capture record too; the main process then never loads
+    pySigma or the rules, unless it writes junit (a test case per rule) or there was no judge
+    process.  ``sink.judge_of`` gives the judge of either kind."""
 
     def __init__(self, policy, rule_dirs=(), disabled=(), rules=None):
         self.policy = policy
@@ -341,10 +357,19 @@ class LazyJudge:
         return self._judge
 
 
-def finish_rules(report: dict, judge, flow_findings=None) -> None:
+def finish_rules(report: dict, judge, flow_findings=None, capture_judged: bool = False) -> None:
     """Cross-flow facts and the rules reading them, then the findings, into ``report``.
-    ``flow_findings``: the flow findings a judge process already made (Collector.flow_findings)."""
-    report["findings"] = judge.finish(report, flow_findings)
+    ``flow_findings``: the flow findings a judge process already made (Collector.flow_findings);
+    ``capture_judged``: with the capture rules' findings (Collector.capture_judged), so the rules
+    are not needed here (``judge`` may be a LazyJudge that is never made in this process)."""
+    if capture_judged:
+        from .findings import sort_key
+
+        flow_findings.key = sort_key
+        flow_findings.sort()
+        report["findings"] = flow_findings
+    else:
+        report["findings"] = _sink.judge_of(judge).finish(report, flow_findings)
     report["policy"] = policy_summary(judge.policy)
 
 

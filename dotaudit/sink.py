@@ -116,8 +116,10 @@ class RecordSink:
         except Exception as exc:   # noqa: BLE001 - as in add
             raise judging_failed(exc) from exc
 
-    def finish(self):
-        """(flow store, latency stats, flow findings store or None)."""
+    def finish(self, capture: Optional[dict] = None):
+        """(flow store, latency stats, flow findings store or None).  ``capture``: the report's
+        inputs and statistics (pipeline.capture_view): the capture rules' findings join the
+        flow findings."""
         if self.tail is not None:
             self.latency.merge(self.tail)
             self.tail = None
@@ -125,6 +127,8 @@ class RecordSink:
         if self.judge is not None:
             try:
                 findings = self.judge.finish_flows()
+                if capture is not None and findings is not None:
+                    self.judge.judge_capture(capture, findings)
             except Exception as exc:   # noqa: BLE001
                 raise judging_failed(exc) from exc
         return self.records, self.latency, findings
@@ -280,17 +284,19 @@ class ProcessSink:
             else:
                 out[0] = view[n:]
 
-    def finish(self):
+    def finish(self, capture: Optional[dict] = None):
+        """As RecordSink.finish.  The judge process makes the capture rules' findings too, so
+        this process needs no rules of its own (a LazyJudge is never made here)."""
         gc.unfreeze()
+        if self.judge is not None and not self.broken:
+            try:   # read by the judge process once it has every record
+                _send(self.sock, {"capture": capture}, [])
+            except OSError:
+                self.broken = True
         if self.chunk:
             self._flush()
         tail = self._tail_stats()
         self._close_pipe()
-        try:   # a LazyJudge: this process's rules, while the judge process catches up
-            self.judge = judge_of(self.judge)
-        except Exception as exc:   # noqa: BLE001 - as in the judge process: one line
-            self.abort()
-            raise judging_failed(exc) from exc
         if self.broken:
             raise SinkError(self._failure() or "the judge process stopped")
         # what the judge process sends before its results: the statistics (complete at the end
@@ -315,7 +321,7 @@ class ProcessSink:
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
-        if self.judge is not None:
+        if self.judge is not None and not hasattr(self.judge, "get"):   # a judge made here already
             self.judge.store = records
         return records, latency, findings
 
@@ -388,9 +394,15 @@ def _serve(fd: int, sock: socket.socket, judge) -> int:
                 break
             buf = buf[pos:] + chunk
             pos = 0
+        capture = None
+        if judge is not None:   # sent before the pipe was closed
+            got, extra = _recv(sock)
+            for f in extra:
+                os.close(f)
+            capture = (got or {}).get("capture")
         # the statistics are complete: the main process renders them while the rules finish
         _send(sock, {"latency": sink.latency}, [])
-        records, latency, findings = sink.finish()
+        records, latency, findings = sink.finish(capture)
         fds: list[int] = []
         msg = {"records": _export_flow_store(records, fds),
                "findings": _export_record_store(findings, fds) if findings is not None else None}

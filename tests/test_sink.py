@@ -144,42 +144,69 @@ def test_large_messages_travel_in_a_file():
     b.close()
 
 
-class _SlowLazyJudge:
-    """A LazyJudge whose main-process copy takes long to make, and notes whether the judge
-    process had already sent its statistics by the time it was asked for."""
+class _WatchedLazyJudge:
+    """A LazyJudge that notes, per process, whether it was made, and in the main process
+    whether the judge process had already sent its statistics by then."""
 
     def __init__(self):
         from dotaudit.pipeline import make_judge
+        from dotaudit.rules.policy import load_policy
 
-        self.parent = os.getpid()
+        self.main = os.getpid()
+        self.policy = load_policy(None)
         self.make = make_judge
         self.sink = None
-        self.child_was_done = None
+        self.made_in_main = False
 
     def get(self):
-        import select
-
-        if os.getpid() != self.parent:
-            return self.make()
-        if self.child_was_done is None:
-            # the judge process reads to the end of the records and sends the statistics
-            # without waiting for this process to make its own judge
-            self.child_was_done = bool(select.select([self.sink.sock], [], [], 20)[0])
-        return self.make()
+        if os.getpid() == self.main:
+            self.made_in_main = True
+        return self.make(self.policy)
 
 
-def test_judge_process_finishes_without_waiting_for_the_main_process(monkeypatch, gateway):
-    """The pipe is closed as soon as the last record is in it (sink.ProcessSink._close_pipe),
-    before the main process counts the statistics of the last flows and loads its own rules."""
+def test_judge_process_judges_everything_without_the_main_process(monkeypatch, gateway, tmp_path):
+    """The pipe is closed as soon as the last record is in it (sink.ProcessSink._close_pipe) and
+    the judge process makes the capture rules' findings too: the main process never makes a
+    judge (loads no rules), and the report is the in-process one."""
     import dotaudit.pipeline as pipeline
+    from dotaudit.pipeline import assemble, finalize_summary, finish_rules
 
-    judge = _SlowLazyJudge()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(gateway.read_bytes()[:-37])   # a truncated last record: capture-incomplete
+    reports = []
+    for fork in (True, False):
+        judge = _WatchedLazyJudge()
+        infos, collector, table = run_files([str(cut)], options_from_policy(None), judge=judge, fork=fork)
+        assert collector.capture_judged
+        report = assemble(infos, collector, table)
+        finish_rules(report, judge, collector.flow_findings, collector.capture_judged)
+        finalize_summary(report)
+        assert judge.made_in_main is not fork   # in-process: made here, for the sink
+        report.pop("generated_at")
+        reports.append(render(report))
+        assert "capture-incomplete" in {f["rule_id"] for f in report["findings"]}
+    assert reports[0] == reports[1]
 
-    def make_sink(j=None, *, fork=None):
-        judge.sink = sink.ProcessSink(j)
-        return judge.sink
 
-    monkeypatch.setattr(pipeline, "make_sink", make_sink)
-    _infos, collector, _table = run_files([str(gateway)], options_from_policy(None), judge=judge, fork=True)
-    assert judge.child_was_done is True
-    assert len(collector.records) > 1000 and collector.flow_findings
+def test_main_process_imports_no_rule_engine(tmp_path):
+    """pySigma and the compiled rules live in the judge process: an audit's main process does
+    not import them (about 50 ms at start-up), with rules or without."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dotaudit import cli\n"
+            "sys.argv = ['dotaudit', 'audit', sys.argv[1], '-o', sys.argv[2], '--no-progress', '--fail-on', 'never']"
+            " + sys.argv[3:]\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('sigma.', 'dotaudit.rules.engine',"
+            " 'dotaudit.rules.compiler'))))")
+    env = {k: v for k, v in os.environ.items() if k not in ("DOTAUDIT_NO_CACHE", "DOTAUDIT_NO_FORK")}
+    env["DOTAUDIT_CACHE_DIR"] = str(tmp_path / "cache")
+    seen = []
+    for extra in ([], [], ["--no-rules"]):
+        out = subprocess.run([sys.executable, "-c", code, str(ROOT / "pcaps" / "gateway" / "mixed.pcap"),
+                              str(tmp_path / "r.json"), *extra], capture_output=True, text=True, check=True, env=env)
+        seen.append(out.stdout.strip())
+    # the first audit parses the rules in the main process (to check them before it starts) and
+    # leaves the parsed-rule cache; from then on only the judge process loads them
+    assert seen[0] != "[]" and seen[1:] == ["[]", "[]"], seen

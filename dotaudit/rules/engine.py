@@ -817,9 +817,10 @@ class Evaluator:
         self.stale = {}
         return findings
 
-    def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
+    def result(self, report: dict, flow_findings: Optional[RecordStore] = None, capture: bool = True) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.
-        ``flow_findings``: what ``flow_findings`` returned in a judge process."""
+        ``flow_findings``: what ``flow_findings`` returned in a judge process; ``capture``: add
+        the capture rules' findings (not when ``flow_findings`` has them already)."""
         if flow_findings is None:
             findings = self.flow_findings()
         else:
@@ -827,13 +828,19 @@ class Evaluator:
             findings.key = sort_key
             if findings.spool is not self.spool:
                 self.spool.close()   # the judge process's spool holds the findings
-        if self.index.capture:
-            record = capture_record(report)
-            for rule in self.index.capture:
-                if rule.match(record):
-                    findings.add(build_finding(rule, [record], record_is_capture=True).to_dict())
+        if capture:
+            for finding in self.capture_findings(report):
+                findings.add(finding)
         findings.sort()
         return findings
+
+    def capture_findings(self, report: dict) -> list[dict]:
+        """The capture rules' findings on ``report`` (its inputs and statistics: capture_record)."""
+        if not self.index.capture:
+            return []
+        record = capture_record(report)
+        return [build_finding(rule, [record], record_is_capture=True).to_dict()
+                for rule in self.index.capture if rule.match(record)]
 
 
 def evaluate(report: dict, rules: list[Rule], policy: Policy) -> list[dict]:

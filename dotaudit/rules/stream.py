@@ -167,6 +167,13 @@ class StreamJudge:
             flow_findings = self.finish_flows()
         return self.evaluator.result(report, flow_findings)
 
+    def judge_capture(self, report: dict, findings) -> None:
+        """Add the capture rules' findings on ``report`` (its inputs and statistics) to
+        ``findings`` (what ``finish_flows`` returned): a judge process makes them too, so the
+        main process needs no rules of its own."""
+        for finding in self.evaluator.capture_findings(report):
+            findings.add(finding)
+
     def finish_flows(self):
         """Cross-flow facts and the rules that read them; the findings on flows."""
         store = self.store
