@@ -103,19 +103,18 @@ def summarize(s) -> dict:
     if not n:
         return {"count": 0, "min": None, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
     out = {"count": int(n) if n == int(n) else n, "min": _r(s._min)}
+    zero, neg, store = s._zero_count, s._negative_store.count, s._store
     cum = None
     for name, q in QUANTILES:
         rank = q * (n - 1)   # as get_quantile_value has it
-        below = s._zero_count + s._negative_store.count
-        if rank < below:   # at or below zero: rare, ddsketch's own walk
+        if rank < zero + neg:   # at or below zero: rare, ddsketch's own walk
             v = s.get_quantile_value(q)
         else:
             # ddsketch's DenseStore.key_at_rank (a Python loop over the bins, three times a
             # sketch): the same running sums, made once, searched for the first above ``rank``
-            store = s._store
             if cum is None:
                 cum = list(_accumulate(store.bins))
-            i = _bisect_right(cum, rank - s._zero_count - s._negative_store.count)
+            i = _bisect_right(cum, rank - zero - neg)
             v = s._mapping.value(i + store.offset if i < len(cum) else store.max_key)
         # a quantile can never leave [min, max]; the sketch's bucket midpoint may, slightly
         out[name] = _r(None if v is None else min(max(v, s._min), s._max))

@@ -198,14 +198,14 @@ class ProcessSink:
         self.broken = False
         self._dumps = orjson.dumps
         self._pack = _LEN.pack
-        self.tail: Optional[list] = None   # the records after ``mark_tail``, for their statistics
+        self.tail_views: Optional[list] = None   # stats_view of the records after ``mark_tail``
         self.latency: Optional[LatencyStats] = None
         self.latency_json = None   # its stats.latency, rendered while the judge process finishes
         self.records: Optional[FlowStore] = None
 
     def add(self, rec: dict) -> None:
-        if self.tail is not None:
-            self.tail.append(stats_view(rec))
+        if self.tail_views is not None:
+            self.tail_views.append(stats_view(rec))
         data = self._dumps(rec)
         self.chunk.append(self._pack(len(data)))
         self.chunk.append(data)
@@ -222,16 +222,16 @@ class ProcessSink:
             return
         self.chunk.append(self._pack(0))
         self.chunk_bytes += 4
-        self.tail = []
+        self.tail_views = []
 
     def _tail_stats(self) -> Optional[LatencyStats]:
         """The statistics of the records after ``mark_tail``, counted while the judge process
         catches up: the pipe is fed between slices of them."""
-        if self.tail is None:
+        if self.tail_views is None:
             return None
         stats = LatencyStats()
-        count, tail = stats.add, self.tail
-        self.tail = None
+        count, tail = stats.add, self.tail_views
+        self.tail_views = None
         for i in range(0, len(tail), TAIL_SLICE):
             for rec in tail[i:i + TAIL_SLICE]:
                 count(rec)
@@ -321,8 +321,6 @@ class ProcessSink:
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
-        if self.judge is not None and not hasattr(self.judge, "get"):   # a judge made here already
-            self.judge.store = records
         return records, latency, findings
 
     def abort(self) -> None:

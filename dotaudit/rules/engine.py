@@ -59,14 +59,19 @@ class RuleIndex:
         found = self.matchers.get(key)
         if found is not None:
             return found
-        class_rules = self.by_class.get(key, ()) if key is not None else ()
         seen = self.seen[key] = self.seen.get(key, 0) + 1
         if seen >= GENERATE_AFTER:
-            found = self.matchers[key] = _generate(class_rules, self.any_class)
-            return found
+            return self._generated(key)
         found = self.closures.get(key)
         if found is None:
-            found = self.closures[key] = _closures(class_rules, self.any_class)
+            found = self.closures[key] = _closures(self._class_rules(key), self.any_class)
+        return found
+
+    def _class_rules(self, key: Any) -> Iterable[Rule]:
+        return self.by_class.get(key, ()) if key is not None else ()
+
+    def _generated(self, key: Any) -> Callable[[dict], list[Rule]]:
+        found = self.matchers[key] = _generate(self._class_rules(key), self.any_class)
         return found
 
     def unprepared(self) -> bool:
@@ -80,8 +85,7 @@ class RuleIndex:
         reach GENERATE_AFTER)."""
         for key in self.seen:
             if key not in self.matchers:
-                self.matchers[key] = _generate(self.by_class.get(key, ()) if key is not None else (),
-                                               self.any_class)
+                self._generated(key)
                 return
 
 
@@ -817,10 +821,9 @@ class Evaluator:
         self.stale = {}
         return findings
 
-    def result(self, report: dict, flow_findings: Optional[RecordStore] = None, capture: bool = True) -> RecordStore:
+    def result(self, report: dict, flow_findings: Optional[RecordStore] = None) -> RecordStore:
         """All findings, sorted; a list-like store that spills to disk when large.
-        ``flow_findings``: what ``flow_findings`` returned in a judge process; ``capture``: add
-        the capture rules' findings (not when ``flow_findings`` has them already)."""
+        ``flow_findings``: what ``flow_findings`` returned in a judge process."""
         if flow_findings is None:
             findings = self.flow_findings()
         else:
@@ -828,9 +831,8 @@ class Evaluator:
             findings.key = sort_key
             if findings.spool is not self.spool:
                 self.spool.close()   # the judge process's spool holds the findings
-        if capture:
-            for finding in self.capture_findings(report):
-                findings.add(finding)
+        for finding in self.capture_findings(report):
+            findings.add(finding)
         findings.sort()
         return findings
 
