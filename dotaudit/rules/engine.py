@@ -74,16 +74,19 @@ class RuleIndex:
         found = self.matchers[key] = _generate(self._class_rules(key), self.any_class)
         return found
 
-    def unprepared(self) -> bool:
-        """Is there a class seen (``matcher``) whose function is not generated yet?"""
-        return len(self.matchers) < len(self.seen)
+    def unprepared(self, seen: bool = False) -> bool:
+        """Is there a class whose function is not generated yet: one of the rules' classes (or
+        the rest, None), or with ``seen`` one that a flow had (``matcher``)?"""
+        if seen:
+            return any(key not in self.matchers for key in self.seen)
+        return len(self.matchers) < len(self.by_class) + 1
 
     def prepare(self) -> None:
-        """Generate the function of one class seen so far, ahead of GENERATE_AFTER flows: a
-        judge process does it while no record waits, so the flows after get it from the
-        first (a class whose flows come only in the last burst of a capture would never
-        reach GENERATE_AFTER)."""
-        for key in self.seen:
+        """Generate one class's function ahead of GENERATE_AFTER flows, those of the classes
+        seen first: a judge process does it while no record waits (from the start, while the
+        first packets are read), so the flows get it from the first (a class whose flows come
+        only in the last burst of a capture would never reach GENERATE_AFTER)."""
+        for key in (*self.seen, *self.by_class, None):
             if key not in self.matchers:
                 self._generated(key)
                 return

@@ -137,9 +137,9 @@ class StreamJudge:
         if match_flow(rec, self.cross_index):
             self.early.append(pos)
 
-    def unprepared(self) -> bool:
+    def unprepared(self, seen: bool = False) -> bool:
         """Is there a generated matcher to make (RuleIndex.prepare)?"""
-        return self.local_index.unprepared() or self.cross_index.unprepared()
+        return self.local_index.unprepared(seen) or self.cross_index.unprepared(seen)
 
     def defer(self) -> None:
         """From now on ``add`` only matches and counts; the findings are made by ``work`` (when
@@ -151,11 +151,16 @@ class StreamJudge:
         return self.evaluator.pending() or self.unprepared()
 
     def work(self, limit: int) -> None:
-        """Make up to ``limit`` of the findings ``add`` left, else one generated matcher (1-5 ms,
-        once per flow class): a judge process's work while no record waits."""
-        if self.evaluator.pending():
+        """A judge process's work while no record waits: one generated matcher of a class a
+        flow had (1-5 ms, once per class: every later flow of the class is matched faster),
+        else up to ``limit`` of the findings ``add`` left, else one matcher of another class."""
+        if not self.unprepared(seen=True) and self.evaluator.pending():
             self.evaluator.work(limit)
             return
+        for index in (self.local_index, self.cross_index):
+            if index.unprepared(seen=True):
+                index.prepare()
+                return
         for index in (self.local_index, self.cross_index):
             if index.unprepared():
                 index.prepare()
