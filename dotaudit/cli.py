@@ -217,10 +217,11 @@ def audit(captures, output, fmts, policy, rule_dirs, disable, fail_on, at, trust
       dotaudit audit capture.pcap -f html -f md -f json -o out/   # out/report.html ...
     """
     from .capture.pcap import CaptureError
-    from .pipeline import assemble, finalize_summary, finish_rules, run_files, stderr_is_tty
+    from .pipeline import assemble, finalize_summary, finish_rules, keep_heap, run_files, stderr_is_tty
     from .rules.loader import RuleError
     from .sink import SinkError, judge_of
 
+    keep_heap()   # this process (and its judge process) exits once the report is written
     if captures.count("-") > 1:
         _die(EXIT_USAGE, "stdin ('-') can be read only once")
     formats = _resolve_formats(fmts, output)
