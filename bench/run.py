@@ -17,7 +17,8 @@ of a CPU from the processes being timed, most when both of dotaudit's are busy.
     python bench/run.py --rules-overhead       # also dotaudit --no-rules: what the rules add
 
 Each row also gives the run times and the median CPU time (user + system, of dotaudit and its
-judge process); with --rules-overhead, what the rules add in wall time and in CPU time.
+judge process); with --rules-overhead, what the rules add in wall time and in CPU time. dotaudit
+and dotaudit --no-rules then take turns at going first (ABBA) and write reports of their own.
 """
 
 from __future__ import annotations
@@ -117,13 +118,15 @@ def ensure_capture(gen: Path, workdir: Path, n: int, fmt: str) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000", help="packet counts, comma-separated")
-    ap.add_argument("--runs", type=int, default=3, help="runs of each command (alternating)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of each command (alternating; with --rules-overhead the two dotaudit "
+                         "commands take turns at going first)")
     ap.add_argument("--format", default="pcap", choices=["pcap", "pcapng"])
     ap.add_argument("--gen", type=Path, default=DEFAULT_GEN, help="path of gen_mix.py")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dotaudit-bench")
     ap.add_argument("--no-tshark", action="store_true")
     ap.add_argument("--rules-overhead", action="store_true",
-                    help="also run dotaudit --no-rules (alternating) and report what the rules add")
+                    help="also run dotaudit --no-rules (alternating, ABBA) and report what the rules add")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -140,14 +143,19 @@ def main() -> int:
         pcap = ensure_capture(args.gen, args.workdir, n, args.format)
         out = args.workdir / f"report-{n}.json"
         ours = [dotaudit, "audit", str(pcap), "-o", str(out), "--no-progress", "--fail-on", "never"]
+        # its own report file: each run replaces (and the kernel frees) a report of its own size
+        no_rules = [dotaudit, "audit", str(pcap), "-o", str(args.workdir / f"report-{n}-no-rules.json"),
+                    "--no-progress", "--fail-on", "never", "--no-rules"]
         theirs = [a.replace("{pcap}", str(pcap)) for a in TSHARK]
         d_runs, t_runs, n_runs = [], [], []
         for i in range(args.runs):
-            d_runs.append(timed(ours))
+            # dotaudit and dotaudit --no-rules take turns at going first (ABBA): a drift of the
+            # host's speed, and what the run before left in memory, weigh on both alike
+            pair = [(d_runs, ours)] + ([(n_runs, no_rules)] if args.rules_overhead else [])
+            for runs, cmd in (pair if i % 2 == 0 else pair[::-1]):
+                runs.append(timed(cmd))
             if not args.no_tshark:
                 t_runs.append(timed(theirs))
-            if args.rules_overhead:
-                n_runs.append(timed(ours + ["--no-rules"]))
         sampled = timed(ours, sample=True)
         for label, runs in (("dotaudit", d_runs + [sampled]), ("dotaudit --no-rules", n_runs), ("tshark", t_runs)):
             bad = [r[2] for r in runs if r[2] != 0]   # --fail-on never: anything but 0 is a failure
