@@ -218,6 +218,13 @@ def anchor_subjects(anchors: tuple[str, ...], system_trust: bool) -> frozenset[s
     return frozenset(c.subject.rfc4514_string() for c in certs)
 
 
+def policy_anchor_subjects(policy: Policy) -> frozenset[str]:
+    """``anchor_subjects`` of the policy's trust anchors and system_trust (loaded once: 5-10 ms
+    with the system store)."""
+    return anchor_subjects(tuple(getattr(policy, "trust_anchors", ()) or ()),
+                           bool(getattr(policy, "system_trust", True)))
+
+
 def chain_anchored(certs: Any, policy: Policy) -> Optional[bool]:
     """Does the chain as sent name a trust anchor (by subject or issuer)? None without a chain.
 
@@ -226,8 +233,7 @@ def chain_anchored(certs: Any, policy: Policy) -> Optional[bool]:
     its own rule (expired, not yet valid, SHA-1/MD5 signature)."""
     if not isinstance(certs, list) or not certs:
         return None
-    subjects = anchor_subjects(tuple(getattr(policy, "trust_anchors", ()) or ()),
-                               bool(getattr(policy, "system_trust", True)))
+    subjects = policy_anchor_subjects(policy)
     for cert in certs:
         if isinstance(cert, dict) and (cert.get("subject") in subjects or cert.get("issuer") in subjects):
             return True
@@ -339,6 +345,7 @@ class Correlator:
         self.resumed_handshakes: dict[tuple, int] = defaultdict(int)
         self.single_query: dict[tuple, int] = defaultdict(int)
         self._sorted = False
+        self._anchors_loaded = False
 
     def observe(self, flow: dict) -> None:
         if not is_dot_attempt(flow):   # what is counted here is about DoT attempts only
@@ -389,6 +396,16 @@ class Correlator:
         flow["correlations"] = corr
         flow["policy"] = _policy_facts(flow, self.policy, self._resolvers)
         return flow
+
+    def prepared(self) -> bool:
+        """Are the trust anchors' subjects loaded (``prepare``)?"""
+        return self._anchors_loaded
+
+    def prepare(self) -> None:
+        """Load the trust anchors' subjects now, which the first flow with an untrusted chain
+        would otherwise load (a judge process does it while it waits for the first records)."""
+        policy_anchor_subjects(self.policy)
+        self._anchors_loaded = True
 
     def fallback_candidate(self, flow: dict) -> bool:
         """Can another flow make this one a fallback (plaintext queries to a non-local resolver)?"""

@@ -138,8 +138,11 @@ class StreamJudge:
             self.early.append(pos)
 
     def unprepared(self, seen: bool = False) -> bool:
-        """Is there a generated matcher to make (RuleIndex.prepare)?"""
-        return self.local_index.unprepared(seen) or self.cross_index.unprepared(seen)
+        """Is there a generated matcher to make (RuleIndex.prepare), or (unless ``seen``) are the
+        trust anchors to load (Correlator.prepare)?"""
+        if self.local_index.unprepared(seen) or self.cross_index.unprepared(seen):
+            return True
+        return not seen and not self.correlator.prepared()
 
     def defer(self) -> None:
         """From now on ``add`` only matches and counts; the findings are made by ``work`` (when
@@ -153,7 +156,8 @@ class StreamJudge:
     def work(self, limit: int) -> None:
         """A judge process's work while no record waits: one generated matcher of a class a
         flow had (1-5 ms, once per class: every later flow of the class is matched faster),
-        else up to ``limit`` of the findings ``add`` left, else one matcher of another class."""
+        else up to ``limit`` of the findings ``add`` left, else one matcher of another class,
+        else the trust anchors (5-10 ms, once)."""
         if not self.unprepared(seen=True) and self.evaluator.pending():
             self.evaluator.work(limit)
             return
@@ -165,6 +169,8 @@ class StreamJudge:
             if index.unprepared():
                 index.prepare()
                 return
+        if not self.correlator.prepared():
+            self.correlator.prepare()
 
     def finish(self, report: dict, flow_findings=None):
         """Every finding, sorted (a store): ``flow_findings`` when a judge process made them."""

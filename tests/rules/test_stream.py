@@ -329,9 +329,9 @@ def test_finding_of_one_flow_equals_the_draft_path(bundled_flows):
 
 
 def test_idle_time_generates_the_matchers_before_the_flows_come(bundled_flows, policy):
-    """A judge process generates the matchers of the rules' classes while no record waits
-    (RecordSink.work), from before the first flow, long before GENERATE_AFTER flows; the
-    rules that fire stay the same."""
+    """A judge process generates the matchers of the rules' classes, and loads the trust
+    anchors' subjects, while no record waits (RecordSink.work), from before the first flow,
+    long before GENERATE_AFTER flows; the rules that fire stay the same."""
     import copy
 
     from dotaudit.rules.engine import GENERATE_AFTER, match_flow
@@ -351,7 +351,8 @@ def test_idle_time_generates_the_matchers_before_the_flows_come(bundled_flows, p
         sink.work()
         made += 1
     local, cross = judge.local_index, judge.cross_index
-    assert made == len(local.matchers) + len(cross.matchers)
+    assert made == len(local.matchers) + len(cross.matchers) + 1   # + the trust anchors
+    assert judge.correlator.prepared() and not judge.unprepared()
     assert set(local.matchers) == set(local.by_class) | {None}
     assert set(cross.matchers) == set(cross.by_class) | {None}
     for f in flows:
