@@ -16,6 +16,7 @@ descriptors of its spill files (SCM_RIGHTS), so no record is copied twice.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import gc
 import os
@@ -152,6 +153,7 @@ class ProcessSink:
 
     def __init__(self, judge=None):
         self.judge = judge
+        _reap()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         rfd, wfd = os.pipe()
         sys.stdout.flush()
@@ -313,11 +315,14 @@ class ProcessSink:
         else:
             msg = first
         self.sock.close()
-        _, status = os.waitpid(self.pid, 0)
         if msg is None or msg.get("error"):
+            _, status = os.waitpid(self.pid, 0)
             for fd in fds:
                 os.close(fd)
             raise SinkError((msg or {}).get("error") or f"the judge process ended with status {status}")
+        # it has sent everything: it exits (freeing its memory, 2-5 ms) while this process
+        # writes the report, and is reaped later
+        _reap_later(self.pid)
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
@@ -352,6 +357,27 @@ class ProcessSink:
         for fd in fds:
             os.close(fd)
         return (msg or {}).get("error")
+
+
+_UNREAPED: set[int] = set()
+
+
+def _reap(block: bool = False) -> None:
+    """Reap the judge processes that ``finish`` left to exit on their own."""
+    for pid in list(_UNREAPED):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _UNREAPED.discard(pid)
+
+
+def _reap_later(pid: int) -> None:
+    _UNREAPED.add(pid)
+
+
+atexit.register(_reap, True)
 
 
 def _serve(fd: int, sock: socket.socket, judge) -> int:

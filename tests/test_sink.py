@@ -11,7 +11,7 @@ from dotaudit import sink
 from dotaudit.flows.store import FlowStore
 from dotaudit.report.json import Rendered, render
 from dotaudit.spill import RecordStore
-from dotaudit.pipeline import audit, options_from_policy, run_files
+from dotaudit.pipeline import audit, make_judge, options_from_policy, run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = [ROOT / "pcaps" / "gateway" / "mixed.pcap", ROOT / "pcaps" / "leak" / "fallback-after-dot-failure.pcap",
@@ -115,6 +115,25 @@ def test_abort_stops_the_judge_process(gateway):
     assert {t.name for t in threading.enumerate()} <= before
     assert children() <= kids   # the judge process is gone, not even a zombie
     assert set(os.listdir(f"/proc/{os.getpid()}/fd")) <= fds
+
+
+def test_a_finished_judge_process_is_reaped_later(gateway):
+    """``finish`` does not wait for the judge process to exit (it frees its memory while the
+    report is written); the next sink, or the exit, reaps it: no zombie piles up."""
+    def children() -> set[int]:
+        out: set[int] = set()
+        for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{tid}/children") as fh:
+                out.update(int(p) for p in fh.read().split())
+        return out
+
+    sink._reap(block=True)
+    before = children()
+    for _ in range(3):
+        run_files([str(gateway)], options_from_policy(None), fork=True, judge=make_judge())
+        assert len(sink._UNREAPED) <= 1   # each new sink reaps the one before
+    sink._reap(block=True)
+    assert not sink._UNREAPED and children() <= before
 
 
 def test_large_messages_travel_in_a_file():
