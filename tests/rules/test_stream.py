@@ -123,7 +123,7 @@ def test_deferred_findings_equal_eager_ones(gateway_flows, policy):
 
 
 def test_work_makes_the_stale_findings_oldest_first(gateway_flows, policy):
-    from dotaudit.rules.engine import Evaluator, _pair_key
+    from dotaudit.rules.engine import REBUILD_EVERY_FLOW, Evaluator, _pair_key
 
     ev = Evaluator(load_rules(), policy)
     ev.eager = False
@@ -140,10 +140,30 @@ def test_work_makes_the_stale_findings_oldest_first(gateway_flows, policy):
     assert not ev.stale
     assert all(g.built is not None for g in ev.groups.values())
     # a flow more: that pair's finding is to be made again, its draft stands (the sample is full)
-    busy = next((k, g) for k, g in ev.groups.items() if g.count > 3)
+    busy = next((k, g) for k, g in ev.groups.items() if 3 < g.count < REBUILD_EVERY_FLOW)
     flow = next(f for f in gateway_flows[:2000] if (busy[0][0],) + _pair_key(f) == busy[0])
     ev.add(flow)
     assert busy[0] in ev.stale and busy[1].built is None and busy[1].draft is not None
+    # a large aggregate is made again only when its count reaches a power of two; the end makes
+    # it with the final totals
+    key, big = max(ev.groups.items(), key=lambda kv: kv[1].count)
+    assert big.count > REBUILD_EVERY_FLOW
+    flow = next(f for f in gateway_flows[:2000] if (key[0],) + _pair_key(f) == key)
+    while ev.work(100):
+        pass
+    while (big.count + 1) & big.count:   # the next count is not a power of two
+        ev.add(flow)
+        assert key not in ev.stale and big.built is None
+    ev.add(flow)
+    assert key in ev.stale
+    while ev.work(100):
+        pass
+    assert big.built is not None
+    final = big.count + 1
+    ev.add(flow)
+    assert key not in ev.stale and big.built is None
+    findings = [f for f in ev.flow_findings() if f["rule_id"] == key[0] and f["count"] == final]
+    assert len(findings) == 1
 
 
 def test_finish_dict_is_the_findings_dict(gateway_flows, policy):
