@@ -91,3 +91,30 @@ print((before - rss()) >> 20)
         freed[mode] = int(out.stdout)
     assert freed["default"] >= 30, freed   # without it the heap shrinks ...
     assert freed["keep"] <= 2, freed       # ... with it the pages stay
+
+
+def test_read_many_returns_each_value_in_the_order_asked(tmp_path):
+    """read_many reads spans of nearby values at once (READ_SPAN), in batches (READ_BATCH),
+    and returns each value's bytes in the order of the references, those still in the
+    writer's buffer included, whatever their order, size and place in the file."""
+    import random
+
+    from dotaudit.spill import READ_BATCH, READ_SPAN, read_many
+
+    rng = random.Random(5)
+    blob = bytearray()
+    refs = []
+    for i in range(3 * READ_BATCH + 17):
+        n = rng.choice([1, 40, 3000, READ_SPAN + 5]) if i % 97 else READ_SPAN * 2
+        refs.append((len(blob), n))
+        blob += bytes(rng.randrange(256) for _ in range(8)) * (n // 8) + bytes(n % 8)
+    path = tmp_path / "values"
+    cut = refs[-40][0]   # the last 40 values are "in the buffer", not in the file
+    path.write_bytes(bytes(blob[:cut]))
+    order = refs[:]
+    rng.shuffle(order)
+    order += order[:50]   # some asked twice
+    with open(path, "rb") as fh:
+        got = list(read_many(fh.fileno(), order, (cut, bytes(blob[cut:]))))
+    assert got == [bytes(blob[o:o + n]) for o, n in order]
+    assert all(isinstance(b, bytes) for b in got)

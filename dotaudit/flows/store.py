@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 
 import orjson
 
+from ..spill import read_many
+
 SPILL_AT = 1000
 WRITE_BUFFER = 1 << 18
 """Bytes of records buffered before a write to the spill file (a record is about 2 KB)."""
@@ -127,9 +129,11 @@ class FlowStore:
             for pos in self._positions():
                 yield _dumps(self.records[pos])
             return
+        if self._dirty:
+            self.file.flush()
+            self._dirty = False
         offsets, lengths = self.offsets, self.lengths
-        for pos in self._positions():
-            yield self._read(offsets[pos], lengths[pos])
+        yield from read_many(self.file.fileno(), ((offsets[pos], lengths[pos]) for pos in self._positions()))
 
     def map(self, fn: Callable[[dict], dict]) -> None:
         """Replace every record by ``fn(record)`` (in file order: the fastest to read)."""
