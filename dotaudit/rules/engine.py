@@ -508,12 +508,12 @@ _SUM_KEY = re.compile(r"\{(sum:[^}]+)\}")
 
 
 GROUP_SAMPLE = 3
+"""An aggregated finding keeps this many (projected) flows for its evidence and message."""
 REBUILD_EVERY_FLOW = 16
 """A judge process makes an aggregated finding again (while no record waits) after each new
 flow of its pair up to this count, then when the count reaches a power of two: a gateway's
 client may send thousands of queries to one resolver, and only the finding made at the end
 stands (about 20 us each)."""
-"""An aggregated finding keeps this many (projected) flows for its evidence and message."""
 BASE_PATHS = ("id", "class", "transport", "first_ts", "last_ts", "client", "server", "first_frame",
               "tcp.syn_frame", "tcp.rst_frame", "tls.frames", "dns.frames_sample")
 MAX_PROJECTED_LIST = 20
@@ -753,16 +753,13 @@ class Evaluator:
                     group = self.groups[key] = _Group(len(spec.sum_keys))
                     group.add(flow, spec, not self.eager)
                 else:
+                    group.built = None
                     if group.add(flow, spec):
                         group.draft = None   # the sample changed
                     elif self.eager:
                         continue             # only the totals changed: they finish the draft at the end
-                    else:
-                        group.built = None
-                        count = group.count
-                        if count > REBUILD_EVERY_FLOW and count & (count - 1):
-                            continue         # a large aggregate: made again at powers of two, and at the end
-                    group.built = None
+                    elif group.count > REBUILD_EVERY_FLOW and group.count & (group.count - 1):
+                        continue             # a large aggregate: made again at powers of two, and at the end
                 if self.eager:
                     self._build(key, group, finish=False)
                 else:
