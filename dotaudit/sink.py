@@ -387,7 +387,7 @@ def _reap_later(pid: int) -> None:
     _UNREAPED.add(pid)
 
 
-atexit.register(_reap, True)
+atexit.register(_reap)   # what has not exited yet is left to init: never wait at the exit
 
 
 def _serve(fd: int, sock: socket.socket, judge) -> int:
