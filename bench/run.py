@@ -141,11 +141,13 @@ def main() -> int:
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         pcap = ensure_capture(args.gen, args.workdir, n, args.format)
-        out = args.workdir / f"report-{n}.json"
-        ours = [dotaudit, "audit", str(pcap), "-o", str(out), "--no-progress", "--fail-on", "never"]
+        def audit(name: str, *extra: str) -> list[str]:
+            return [dotaudit, "audit", str(pcap), "-o", str(args.workdir / name), "--no-progress", "--fail-on",
+                    "never", *extra]
+
+        ours = audit(f"report-{n}.json")
         # its own report file: each run replaces (and the kernel frees) a report of its own size
-        no_rules = [dotaudit, "audit", str(pcap), "-o", str(args.workdir / f"report-{n}-no-rules.json"),
-                    "--no-progress", "--fail-on", "never", "--no-rules"]
+        no_rules = audit(f"report-{n}-no-rules.json", "--no-rules")
         theirs = [a.replace("{pcap}", str(pcap)) for a in TSHARK]
         d_runs, t_runs, n_runs = [], [], []
         for i in range(args.runs):

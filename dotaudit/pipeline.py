@@ -387,10 +387,7 @@ def finish_rules(report: dict, judge, flow_findings=None, capture_judged: bool =
     ``capture_judged``: with the capture rules' findings (Collector.capture_judged), so the rules
     are not needed here (``judge`` may be a LazyJudge that is never made in this process)."""
     if capture_judged:
-        from .findings import sort_key
-
-        flow_findings.key = sort_key
-        flow_findings.sort()
+        flow_findings.sort()   # a store keyed by findings.sort_key (Evaluator, sink._adopt_record_store)
         report["findings"] = flow_findings
     else:
         report["findings"] = _sink.judge_of(judge).finish(report, flow_findings)

@@ -332,7 +332,7 @@ class ProcessSink:
             raise SinkError((msg or {}).get("error") or f"the judge process ended with status {status}")
         # it has sent everything: it exits (freeing its memory, 2-5 ms) while this process
         # writes the report, and is reaped later
-        _reap_later(self.pid)
+        _UNREAPED.add(self.pid)
         fds = list(fds)
         records = _adopt_flow_store(msg["records"], fds)
         findings = _adopt_record_store(msg["findings"], fds) if msg["findings"] is not None else None
@@ -381,10 +381,6 @@ def _reap(block: bool = False) -> None:
             done = pid
         if done:
             _UNREAPED.discard(pid)
-
-
-def _reap_later(pid: int) -> None:
-    _UNREAPED.add(pid)
 
 
 atexit.register(_reap)   # what has not exited yet is left to init: never wait at the exit

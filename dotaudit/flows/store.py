@@ -79,12 +79,16 @@ class FlowStore:
         self.offsets.append(off)
         self.lengths.append(ln)
 
-    def _read(self, off: int, ln: int) -> bytes:
-        # one pread a record: no seek, no buffer refill (mmap would count the file in our RSS)
+    def _fd(self) -> int:
+        """The spill file's descriptor, for os.pread (no seek, no buffer refill; mmap would
+        count the file in our RSS), with the buffered writes flushed."""
         if self._dirty:
             self.file.flush()
             self._dirty = False
-        return os.pread(self.file.fileno(), ln, off)
+        return self.file.fileno()
+
+    def _read(self, off: int, ln: int) -> bytes:
+        return os.pread(self._fd(), ln, off)
 
     def get(self, pos: int) -> dict:
         if self.records is not None:
@@ -129,11 +133,8 @@ class FlowStore:
             for pos in self._positions():
                 yield _dumps(self.records[pos])
             return
-        if self._dirty:
-            self.file.flush()
-            self._dirty = False
         offsets, lengths = self.offsets, self.lengths
-        yield from read_many(self.file.fileno(), ((offsets[pos], lengths[pos]) for pos in self._positions()))
+        yield from read_many(self._fd(), ((offsets[pos], lengths[pos]) for pos in self._positions()))
 
     def map(self, fn: Callable[[dict], dict]) -> None:
         """Replace every record by ``fn(record)`` (in file order: the fastest to read)."""

@@ -158,18 +158,16 @@ class StreamJudge:
         flow had (1-5 ms, once per class: every later flow of the class is matched faster),
         else up to ``limit`` of the findings ``add`` left, else one matcher of another class,
         else the trust anchors (5-10 ms, once)."""
-        if not self.unprepared(seen=True) and self.evaluator.pending():
-            self.evaluator.work(limit)
-            return
-        for index in (self.local_index, self.cross_index):
-            if index.unprepared(seen=True):
-                index.prepare()
+        indexes = (self.local_index, self.cross_index)
+        index = next((i for i in indexes if i.unprepared(seen=True)), None)
+        if index is None:
+            if self.evaluator.pending():
+                self.evaluator.work(limit)
                 return
-        for index in (self.local_index, self.cross_index):
-            if index.unprepared():
-                index.prepare()
-                return
-        if not self.correlator.prepared():
+            index = next((i for i in indexes if i.unprepared()), None)
+        if index is not None:
+            index.prepare()
+        elif not self.correlator.prepared():
             self.correlator.prepare()
 
     def finish(self, report: dict, flow_findings=None):
